@@ -1,0 +1,143 @@
+/* Longest-prefix-match lookup over flattened, sorted ranges. See prefix.h. */
+#include "prefix.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+sx_ptable *sx_pt_new(size_t n4, size_t n6)
+{
+    sx_ptable *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->n4 = n4;
+    t->n6 = n6;
+    /* +1 so that a zero-sized table still has valid pointers */
+    t->lo4 = calloc(n4 + 1, sizeof *t->lo4);
+    t->hi4 = calloc(n4 + 1, sizeof *t->hi4);
+    t->val4 = calloc(n4 + 1, sizeof *t->val4);
+    t->lo6 = calloc(n6 + 1, sizeof *t->lo6);
+    t->hi6 = calloc(n6 + 1, sizeof *t->hi6);
+    t->val6 = calloc(n6 + 1, sizeof *t->val6);
+    if (!t->lo4 || !t->hi4 || !t->val4 || !t->lo6 || !t->hi6 || !t->val6) {
+        sx_pt_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void sx_pt_free(sx_ptable *t)
+{
+    if (!t)
+        return;
+    free(t->lo4);
+    free(t->hi4);
+    free(t->val4);
+    free(t->lo6);
+    free(t->hi6);
+    free(t->val6);
+    free(t);
+}
+
+static int u128_le(sx_u128 a, sx_u128 b)
+{
+    return a.hi < b.hi || (a.hi == b.hi && a.lo <= b.lo);
+}
+
+static int u128_lt(sx_u128 a, sx_u128 b)
+{
+    return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo);
+}
+
+long sx_pt_check(const sx_ptable *t)
+{
+    for (size_t i = 0; i < t->n4; i++) {
+        if (t->lo4[i] > t->hi4[i] || t->val4[i] < 0)
+            return (long)i + 1;
+        if (i && t->lo4[i] <= t->hi4[i - 1])
+            return (long)i + 1;
+    }
+    for (size_t i = 0; i < t->n6; i++) {
+        if (!u128_le(t->lo6[i], t->hi6[i]) || t->val6[i] < 0)
+            return -((long)i + 1);
+        if (i && u128_le(t->lo6[i], t->hi6[i - 1]))
+            return -((long)i + 1);
+    }
+    return 0;
+}
+
+int32_t sx_pt_lookup4(const sx_ptable *t, uint32_t a)
+{
+    size_t n = t->n4;
+    const uint32_t *base = t->lo4;
+    if (n == 0 || a < base[0])
+        return -1;
+    /* branch-free: the last range whose lo <= a */
+    while (n > 1) {
+        size_t half = n / 2;
+        base = (base[half] <= a) ? base + half : base;
+        n -= half;
+    }
+    size_t i = (size_t)(base - t->lo4);
+    return a <= t->hi4[i] ? t->val4[i] : -1;
+}
+
+int32_t sx_pt_lookup6(const sx_ptable *t, sx_u128 a)
+{
+    size_t n = t->n6;
+    const sx_u128 *base = t->lo6;
+    if (n == 0 || u128_lt(a, base[0]))
+        return -1;
+    while (n > 1) {
+        size_t half = n / 2;
+        base = u128_le(base[half], a) ? base + half : base;
+        n -= half;
+    }
+    size_t i = (size_t)(base - t->lo6);
+    return u128_le(a, t->hi6[i]) ? t->val6[i] : -1;
+}
+
+sx_u128 sx_u128_from_bytes(const uint8_t b[16])
+{
+    sx_u128 r = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        r.hi = (r.hi << 8) | b[i];
+        r.lo = (r.lo << 8) | b[i + 8];
+    }
+    return r;
+}
+
+static int parse_v4(const char *s, size_t len, uint8_t out[4])
+{
+    size_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        if (part) {
+            if (i >= len || s[i] != '.')
+                return 0;
+            i++;
+        }
+        size_t start = i;
+        unsigned v = 0;
+        while (i < len && s[i] >= '0' && s[i] <= '9' && i - start < 3) {
+            v = v * 10 + (unsigned)(s[i] - '0');
+            i++;
+        }
+        size_t digits = i - start;
+        if (digits == 0 || v > 255 || (digits > 1 && s[start] == '0'))
+            return 0;
+        out[part] = (uint8_t)v;
+    }
+    return i == len;
+}
+
+int sx_parse_ip(const char *s, size_t len, uint8_t out[16])
+{
+    if (len == 0 || len > 45)
+        return 0;
+    if (memchr(s, ':', len) == NULL)
+        return parse_v4(s, len, out) ? 4 : 0;
+    char buf[46];
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, out) == 1 ? 6 : 0;
+}

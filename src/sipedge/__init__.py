@@ -1,0 +1,35 @@
+"""sipedge: the control plane of SIP session border controllers trunking with Twilio.
+
+Choose where calls go (RFC 2782 weighted-priority selection), say what traffic
+is whose (SIP/RTP/RTCP classification against Twilio's published ranges) and
+program the firewall (nftables or ipset through netlink). The hot paths are C
+(csrc/) with Cython bindings; every one has a pure-Python twin, selected with
+``SIPEDGE_NO_EXTENSIONS=1`` (see :func:`implementation`).
+"""
+from ._impl import implementation
+from ._version import __version__
+from .errors import (
+    AddressError,
+    AllowlistError,
+    CaptureError,
+    CatalogError,
+    FirewallError,
+    InputError,
+    SelectionError,
+    SipedgeError,
+    URIError,
+)
+
+__all__ = [
+    "__version__",
+    "implementation",
+    "SipedgeError",
+    "InputError",
+    "AddressError",
+    "AllowlistError",
+    "CaptureError",
+    "CatalogError",
+    "FirewallError",
+    "SelectionError",
+    "URIError",
+]

@@ -1,0 +1,1 @@
+"""Pure-Python twins of the native pieces (see sipedge._impl)."""

@@ -1,0 +1,143 @@
+"""Longest-prefix-match table: the pure-Python twin of ``sipedge._prefix``.
+
+Both implementations share :func:`flatten`, which turns CIDR blocks (nested or
+disjoint, never partly overlapping) into disjoint ranges sorted by start, each
+with the value of the most specific block that covers it. A lookup is then one
+binary search. On two entries for the same network the first one wins.
+"""
+from __future__ import annotations
+
+import ipaddress
+from bisect import bisect_right
+from typing import Any, Iterable, Sequence, Tuple, Union
+
+from ..errors import AddressError
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[str, bytes, ipaddress.IPv4Address, ipaddress.IPv6Address]
+Range = Tuple[int, int, int]  # (lo, hi, value index)
+
+
+def flatten(blocks: Iterable[Tuple[int, int, int]]) -> list[Range]:
+    """Disjoint sorted ranges from (lo, hi, value) CIDR blocks of one family.
+
+    Blocks are nested or disjoint. The most specific block wins; on equal
+    blocks the first given wins. Adjacent ranges with one value are merged.
+    """
+    # one block per network, the first given wins; then by start, widest first
+    seen: dict[Tuple[int, int], int] = {}
+    for lo, hi, v in blocks:
+        seen.setdefault((lo, hi), v)
+    items = sorted(seen.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+    out: list[Range] = []
+
+    def emit(lo: int, hi: int, v: int) -> None:
+        if lo > hi:
+            return
+        if out and out[-1][2] == v and out[-1][1] + 1 == lo:
+            out[-1] = (out[-1][0], hi, v)
+        else:
+            out.append((lo, hi, v))
+
+    stack: list[Tuple[int, int]] = []  # (hi, value) of open blocks, innermost last
+    pos = 0  # first address not yet emitted
+    for (lo, hi), v in items:
+        while stack and stack[-1][0] < lo:
+            top_hi, top_v = stack.pop()
+            emit(pos, top_hi, top_v)
+            pos = top_hi + 1
+        if stack:
+            emit(pos, lo - 1, stack[-1][1])
+        stack.append((hi, v))
+        pos = lo
+    while stack:
+        top_hi, top_v = stack.pop()
+        emit(pos, top_hi, top_v)
+        pos = top_hi + 1
+    return out
+
+
+def blocks_of(entries: Iterable[Tuple[Network, Any]]) -> tuple[list, list, list]:
+    """Split (network, value) entries into v4 and v6 (lo, hi, index) blocks."""
+    v4: list[Tuple[int, int, int]] = []
+    v6: list[Tuple[int, int, int]] = []
+    values: list[Any] = []
+    for net, value in entries:
+        if not isinstance(net, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            try:
+                net = ipaddress.ip_network(net)
+            except ValueError as e:
+                raise AddressError(f"{net!r} is not an IP network: {e}") from None
+        lo = int(net.network_address)
+        block = (lo, lo + net.num_addresses - 1, len(values))
+        (v4 if net.version == 4 else v6).append(block)
+        values.append(value)
+    return flatten(v4), flatten(v6), values
+
+
+def parse_address(addr: Address) -> Tuple[int, int]:
+    """(version, integer) of an address given as text, packed bytes or object."""
+    if isinstance(addr, str):
+        if ":" not in addr:
+            # ipaddress accepts the same dotted quads as the C parser
+            try:
+                return 4, int(ipaddress.IPv4Address(addr))
+            except ValueError:
+                pass
+        else:
+            try:
+                return 6, int(ipaddress.IPv6Address(addr))
+            except ValueError:
+                pass
+        raise AddressError(f"{addr!r} is not an IPv4 or IPv6 address")
+    if isinstance(addr, (bytes, bytearray, memoryview)):
+        b = bytes(addr)
+        if len(b) == 4:
+            return 4, int.from_bytes(b, "big")
+        if len(b) == 16:
+            return 6, int.from_bytes(b, "big")
+        raise AddressError(f"a packed address is 4 or 16 bytes, not {len(b)}")
+    if isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return addr.version, int(addr)
+    raise AddressError(f"{addr!r} is not an IPv4 or IPv6 address")
+
+
+class PrefixTable:
+    """Longest-prefix match of addresses against (network, value) entries."""
+
+    __slots__ = ("_lo4", "_r4", "_lo6", "_r6", "_values")
+
+    def __init__(self, entries: Iterable[Tuple[Network, Any]] = ()) -> None:
+        r4, r6, values = blocks_of(entries)
+        self._r4 = r4
+        self._r6 = r6
+        self._lo4 = [r[0] for r in r4]
+        self._lo6 = [r[0] for r in r6]
+        self._values = values
+
+    def _index(self, addr: Address) -> int:
+        version, a = parse_address(addr)
+        los, ranges = (self._lo4, self._r4) if version == 4 else (self._lo6, self._r6)
+        i = bisect_right(los, a) - 1
+        if i >= 0 and a <= ranges[i][1]:
+            return ranges[i][2]
+        return -1
+
+    def lookup(self, addr: Address, default: Any = None) -> Any:
+        """The value of the most specific entry covering *addr*, else *default*."""
+        i = self._index(addr)
+        return default if i < 0 else self._values[i]
+
+    def __contains__(self, addr: Address) -> bool:
+        return self._index(addr) >= 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def ranges(self, version: int) -> Sequence[Range]:
+        """The flattened (lo, hi, value index) ranges of one family."""
+        return list(self._r4 if version == 4 else self._r6)
+
+    @property
+    def values(self) -> list[Any]:
+        return list(self._values)

@@ -1,0 +1,1 @@
+"""Firewall: desired state from an Allowlist, nft/ipset backends, plan/apply/status/remove."""
