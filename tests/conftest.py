@@ -17,10 +17,14 @@ import pytest
 
 from sipedge import _impl
 
-# subprocesses (python -m sipedge ...) import the same tree as the tests
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+#: SIPEDGE_TEST_INSTALLED=1 (.ci/wheel-test): test the installed package, not src/
+TEST_INSTALLED = os.environ.get("SIPEDGE_TEST_INSTALLED", "") not in ("", "0")
+if not TEST_INSTALLED:
+    # subprocesses (python -m sipedge ...) import the same tree as the tests
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 IMPLEMENTATIONS = ["python"] if _impl.NO_EXTENSIONS else ["native", "python"]
