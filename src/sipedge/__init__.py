@@ -19,6 +19,15 @@ from .errors import (
     SipedgeError,
     URIError,
 )
+from .select import (
+    Attempt,
+    Target,
+    TargetSet,
+    should_failover,
+    termination_host,
+    termination_order,
+)
+from .uri import OriginationURI, parse_uri
 
 __all__ = [
     "__version__",
@@ -32,4 +41,12 @@ __all__ = [
     "FirewallError",
     "SelectionError",
     "URIError",
+    "Target",
+    "TargetSet",
+    "Attempt",
+    "should_failover",
+    "termination_host",
+    "termination_order",
+    "OriginationURI",
+    "parse_uri",
 ]

@@ -103,8 +103,75 @@ def _cmd_firewall_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------- select
+def _add_select(sub) -> None:
+    p = sub.add_parser(
+        "select", help="simulate RFC 2782 target selection",
+        description="Build a target set, optionally mark targets failed, make N picks and "
+                    "print each target's expected share of first place (exact RFC 2782 "
+                    "probability) beside the observed share.")
+    p.add_argument("--target", metavar="URI,PRIORITY,WEIGHT", action="append", required=True,
+                   help="an origination URI with priority 0-65535 and weight 0-65535 "
+                        "(repeat for each target)")
+    p.add_argument("--picks", type=int, default=10000, metavar="N",
+                   help="number of picks to make (default: 10000)")
+    p.add_argument("--fail", metavar="URI", action="append", default=[],
+                   help="mark this target out of service before picking (repeatable)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="seed 0..2**64-1 for reproducible picks (default: random, printed)")
+    p.add_argument("--dr-url", metavar="URL", help="disaster-recovery URL used when every target is out")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_select)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    import os
+
+    from .select import Target, TargetSet
+
+    targets = []
+    for spec in args.target:
+        parts = spec.rsplit(",", 2)
+        if len(parts) != 3:
+            raise errors.InputError(f"--target {spec!r}: write URI,PRIORITY,WEIGHT, "
+                                    "e.g. sip:sbc1.example.com,10,60")
+        targets.append(Target(parts[0], parts[1], parts[2]))
+    if not 1 <= args.picks <= 100_000_000:
+        raise errors.InputError(f"--picks {args.picks} is out of range 1-100000000")
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
+    ts = TargetSet(targets, dr_url=args.dr_url, seed=seed, cooldown=float("inf"))
+    for uri in args.fail:
+        ts.mark_failed(uri)  # fail_threshold is 1: out at once, and no cool-down in this run
+    expected = ts.expected_shares()
+    counts = {t: 0 for t in targets}
+    dr = 0
+    pick = ts.pick
+    for _ in range(args.picks):
+        got = pick()
+        if isinstance(got, Target):
+            counts[got] += 1
+        else:
+            dr += 1
+    rows = [{"uri": str(t.uri), "priority": t.priority, "weight": t.weight,
+             "state": ts.state(t), "expected": expected[t], "observed": counts[t] / args.picks}
+            for t in targets]
+    if args.json:
+        _print_json({"picks": args.picks, "seed": seed, "dr_url": ts.dr_url,
+                     "dr_share": dr / args.picks, "targets": rows})
+        return 0
+    width = max([len(r["uri"]) for r in rows] + [3])
+    print(f"{'uri':<{width}} {'prio':>5} {'weight':>6} {'state':<8} {'expected':>9} {'observed':>9}")
+    for r in rows:
+        print(f"{r['uri']:<{width}} {r['priority']:>5} {r['weight']:>6} {r['state']:<8} "
+              f"{100 * r['expected']:>8.2f}% {100 * r['observed']:>8.2f}%")
+    if ts.dr_url:
+        print(f"disaster recovery {ts.dr_url}: {100 * dr / args.picks:.2f}%")
+    print(f"{args.picks} picks, seed {seed}")
+    return 0
+
+
 # ------------------------------------------------------------------------ the rest
-ADDERS = [_add_edges, _add_allowlist, _add_firewall]
+ADDERS = [_add_edges, _add_allowlist, _add_firewall, _add_select]
 
 
 def build_parser() -> argparse.ArgumentParser:

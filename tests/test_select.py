@@ -1,0 +1,363 @@
+"""TargetSet: construction, RFC 2782 draws as documented, health, DR URL,
+sticky choice, failover rules, termination order; native and pure Python."""
+from collections import Counter
+
+import pytest
+
+from sipedge import _impl, select
+from sipedge._py.rng import Rng, hash_bytes
+from sipedge.errors import InputError, SelectionError, URIError
+from sipedge.select import (NO_ANSWER_TIMEOUT, Target, TargetSet, should_failover,
+                            termination_host, termination_order)
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def make(impl, monkeypatch):
+    """make(targets, **kw) -> TargetSet over the implementation under test."""
+    monkeypatch.setattr(select, "_core", impl("select"))
+
+    def factory(targets, **kw):
+        kw.setdefault("seed", 1)
+        return TargetSet([t if isinstance(t, Target) else Target(*t) for t in targets], **kw)
+
+    factory.impl = impl.name
+    return factory
+
+
+A, B, C, D = (f"sip:sbc{i}.example.com" for i in range(1, 5))
+TWILIO = [(A, 10, 60), (B, 10, 20), (C, 10, 20)]
+
+
+def uris(targets):
+    return [str(t) for t in targets]
+
+
+# ---------------------------------------------------------------- construction
+def test_target_fields_and_validation():
+    t = Target("sip:SBC1.example.com;region=ie1", 10, 60)
+    assert (str(t), t.priority, t.weight, t.enabled) == ("sip:sbc1.example.com;edge=dublin", 10, 60, True)
+    assert repr(Target(A, 1, 2, enabled=False)) == f"Target('{A}', priority=1, weight=2, enabled=False)"
+    assert Target(A, 0, 0).weight == 0 and Target(A, 65535, 65535).priority == 65535
+    assert Target(A, "7", " 8").weight == 8
+    for bad in ({"priority": -1}, {"priority": 65536}, {"weight": 70000}, {"weight": -2},
+                {"weight": 1.5}, {"priority": True}, {"weight": "ten"}):
+        kw = {"priority": 10, "weight": 10, **bad}
+        with pytest.raises(InputError, match="0-65535"):
+            Target(A, kw["priority"], kw["weight"])
+    with pytest.raises(URIError):
+        Target("sip:sbc.example.com;edge=mars", 1, 1)
+
+
+def test_targetset_refuses_bad_input(make):
+    with pytest.raises(InputError, match="listed twice"):
+        make([(A, 10, 1), ("SIP:SBC1.EXAMPLE.COM", 20, 1)])
+    with pytest.raises(InputError, match="not a sipedge.Target"):
+        TargetSet(["sip:x.example.com"])
+    with pytest.raises(URIError, match="disaster-recovery"):
+        make(TWILIO, dr_url="ftp://x")
+    with pytest.raises(InputError, match="seed"):
+        make(TWILIO, seed=-1)
+    with pytest.raises(InputError, match="fail_threshold"):
+        make(TWILIO, fail_threshold=0)
+    with pytest.raises(InputError, match="cooldown"):
+        make(TWILIO, cooldown=-1)
+    ts = make(TWILIO)
+    with pytest.raises(InputError, match="not in this target set"):
+        ts.mark_failed(D)
+
+
+def test_from_twilio_records(make):
+    class Rec:  # as the twilio helper library's OriginationUrlInstance
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    recs = [{"sip_url": A, "priority": 10, "weight": 60, "enabled": True, "friendly_name": "x"},
+            Rec(sip_url=B, priority=10, weight=20, enabled="false"),
+            {"sip_url": C, "priority": "20", "weight": "10", "enabled": "True"}]
+    ts = TargetSet.from_twilio(recs, seed=1)
+    assert [(str(t), t.priority, t.weight, t.enabled) for t in ts] == [
+        (A, 10, 60, True), (B, 10, 20, False), (C, 20, 10, True)]
+    assert ts.state(B) == "disabled"
+    assert all(str(x) != B for _ in range(200) for x in ts.order())
+    with pytest.raises(InputError, match="no 'weight'"):
+        TargetSet.from_twilio([{"sip_url": A, "priority": 1, "enabled": True}])
+    with pytest.raises(InputError, match="not true or false"):
+        TargetSet.from_twilio([{"sip_url": A, "priority": 1, "weight": 1, "enabled": "maybe"}])
+
+
+def test_any_number_of_targets(make):
+    big = [(f"sip:h{i}.example.com", i % 3, i % 7) for i in range(10_000)]
+    ts = make(big)
+    o = ts.order()
+    assert len(o) == 10_000 and len(set(o)) == 10_000
+    assert [t.priority for t in o] == sorted(t.priority for t in o)
+
+
+# -------------------------------------------------- draws exactly as documented
+def reference_order(targets, seed, rounds):
+    """The plain RFC 2782 algorithm over sipedge's documented RNG."""
+    rng = Rng(seed)
+    res = []
+    for _ in range(rounds):
+        out = []
+        for prio in sorted({p for _, p, _ in targets}):
+            group = [(n, w) for n, p, w in targets if p == prio]
+            lst = [x for x in group if x[1] == 0] + [x for x in group if x[1] > 0]
+            while len(lst) > 1:
+                r = rng.uniform(sum(w for _, w in lst))
+                run = 0
+                for j, (_, w) in enumerate(lst):
+                    run += w
+                    if run >= r:
+                        break
+                out.append(lst.pop(j)[0])
+            out.append(lst[0][0])
+        res.append(out)
+    return res
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 10, 33, 100, 1000])
+def test_order_equals_plain_algorithm(make, n):
+    targets = [(f"sip:h{i}.example.com", (i * 7) % 3, (i * 13) % 5 * (i % 4)) for i in range(n)]
+    ts = make(targets, seed=77)
+    got = [uris(ts.order()) for _ in range(5)]
+    assert got == reference_order(targets, 77, 5)
+
+
+def test_pick_is_first_step_of_order(make):
+    # pick() makes exactly the first draw of order(): one uniform in [0, 100]
+    ts2 = make(TWILIO + [(D, 20, 5)], seed=9)
+    firsts = [str(ts2.pick()) for _ in range(300)]
+    rng = Rng(9)
+    expect = []
+    for _ in range(300):
+        r = rng.uniform(100)
+        expect.append(A if r <= 60 else (B if r <= 80 else C))
+    assert firsts == expect
+
+
+def test_same_seed_same_results_different_seed_differs(make):
+    a, b, c = make(TWILIO, seed=5), make(TWILIO, seed=5), make(TWILIO, seed=6)
+    sa = [uris(a.order()) for _ in range(50)]
+    assert sa == [uris(b.order()) for _ in range(50)]
+    assert sa != [uris(c.order()) for _ in range(50)]
+
+
+# ---------------------------------------------------------------------- health
+def test_thresholds_and_cooldown(make):
+    clock = Clock()
+    ts = make(TWILIO, fail_threshold=3, ok_threshold=2, cooldown=30, clock=clock)
+    assert ts.mark_failed(A) is False and ts.mark_failed(A) is False
+    assert ts.state(A) == "up"
+    ts.mark_ok(A)  # a success resets the failure run
+    assert [ts.mark_failed(A) for _ in range(3)] == [False, False, True]
+    assert ts.state(A) == "out"
+    assert all(str(t) != A for _ in range(100) for t in ts.order())
+    clock.t += 29.9
+    assert ts.state(A) == "out"
+    clock.t += 0.2
+    assert ts.state(A) == "probing"
+    assert any(str(t) == A for _ in range(50) for t in ts.order()[:1])
+    assert A in uris(ts.order())  # probing targets are offered again
+    ts.mark_failed(A)  # a failed probe restarts the cool-down
+    assert ts.state(A) == "out"
+    clock.t += 31
+    assert ts.mark_ok(A) is False and ts.state(A) == "probing"
+    assert ts.mark_ok(A) is True and ts.state(A) == "up"
+    assert ts.counters(A) == (6, 3)
+
+
+def test_ok_during_cooldown_counts_as_probe(make):
+    clock = Clock()
+    ts = make(TWILIO, ok_threshold=1, cooldown=1000, clock=clock)
+    ts.mark_failed(B)
+    assert ts.state(B) == "out"
+    assert ts.mark_ok(B) is True  # e.g. an OPTIONS ping answered
+    assert ts.state(B) == "up"
+
+
+def test_out_weight_shared_in_same_priority_only(make):
+    ts = make(TWILIO + [(D, 20, 100)], cooldown=1e9)
+    ts.mark_failed(A)
+    shares = {str(t): s for t, s in ts.expected_shares().items()}
+    assert shares[A] == 0 and shares[D] == 0
+    assert shares[B] == pytest.approx(21 / 41) and shares[C] == pytest.approx(20 / 41)
+    firsts = Counter(str(ts.pick()) for _ in range(4000))
+    assert set(firsts) == {B, C}
+    assert uris(ts.order())[-1] == D
+
+
+def test_every_target_out_uses_dr_url_else_raises(make):
+    ts = make(TWILIO, dr_url="https://example.com/dr", cooldown=1e9)
+    for u in (A, B, C):
+        ts.mark_failed(u)
+    assert ts.pick() == "https://example.com/dr"
+    assert ts.pick(key="call-1") == "https://example.com/dr"
+    assert ts.order() == ["https://example.com/dr"]
+    ts2 = make(TWILIO, cooldown=1e9)
+    for u in (A, B, C):
+        ts2.mark_failed(u)
+    with pytest.raises(SelectionError, match="no disaster-recovery URL") as e:
+        ts2.pick()
+    assert e.value.exit_code == 6
+    with pytest.raises(SelectionError):
+        ts2.order()
+    with pytest.raises(SelectionError):
+        ts2.pick(key="k")
+    ts2.mark_ok(B)
+    assert uris(ts2.order()) == [B]
+
+
+def test_disabled_and_empty(make):
+    ts = make([Target(A, 1, 10, enabled=False), Target(B, 2, 0)])
+    assert {str(ts.pick()) for _ in range(50)} == {B}
+    assert [t for t in ts.usable()] == [Target(B, 2, 0)]
+    with pytest.raises(SelectionError):
+        make([]).pick()
+    assert make([], dr_url="http://dr.example.com/x").pick() == "http://dr.example.com/x"
+
+
+def test_status_rows(make):
+    ts = make(TWILIO)
+    ts.mark_failed(C)
+    rows = ts.status()
+    assert [r["state"] for r in rows] == ["up", "up", "out"]
+    assert rows[2] == {"uri": C, "priority": 10, "weight": 20, "enabled": True, "state": "out",
+                       "failures": 1, "successes": 0}
+
+
+# ---------------------------------------------------------------------- sticky
+KEYS = [f"{i:08x}-call@192.0.2.{i % 250}" for i in range(6000)]
+
+
+def test_sticky_same_key_same_target(make):
+    ts = make(TWILIO + [(D, 20, 5)])
+    first = {k: ts.pick(key=k) for k in KEYS[:500]}
+    assert all(ts.pick(key=k) == t for k, t in first.items())
+    assert all(t.priority == 10 for t in first.values())
+    # independent of the seed and of the order the targets were given in
+    other = make(list(reversed(TWILIO)) + [(D, 20, 5)], seed=12345)
+    assert all(other.pick(key=k) == t for k, t in first.items())
+    assert ts.pick(key=b"abc") == ts.pick(key="abc")
+    assert ts.pick(key=42) == ts.pick(key="42")
+    with pytest.raises(TypeError):
+        ts.pick(key=1.5)
+
+
+def test_sticky_moves_only_keys_of_failed_target(make):
+    ts = make(TWILIO, cooldown=1e9)
+    before = {k: str(ts.pick(key=k)) for k in KEYS}
+    ts.mark_failed(B)
+    after = {k: str(ts.pick(key=k)) for k in KEYS}
+    moved = {k for k in KEYS if before[k] != after[k]}
+    assert moved == {k for k in KEYS if before[k] == B}
+    assert all(after[k] in (A, C) for k in moved)
+    ts.mark_ok(B)
+    assert {k: str(ts.pick(key=k)) for k in KEYS} == before
+
+
+def test_sticky_shares_follow_weights(make):
+    from test_select_stats import chi_square_check
+    from fractions import Fraction
+
+    ts = make(TWILIO)
+    counts = Counter(str(ts.pick(key=k)) for k in KEYS)
+    chi_square_check(counts, {A: Fraction(6, 10), B: Fraction(2, 10), C: Fraction(2, 10)},
+                     len(KEYS), "sticky 60/20/20")
+    assert {str(t): s for t, s in ts.sticky_shares().items()} == {A: 0.6, B: 0.2, C: 0.2}
+
+
+def test_sticky_falls_to_next_priority_and_weight_zero(make):
+    ts = make([(A, 1, 10), (B, 2, 0), (C, 2, 0)], cooldown=1e9)
+    ts.mark_failed(A)
+    got = Counter(str(ts.pick(key=k)) for k in KEYS[:2000])
+    assert set(got) == {B, C} and min(got.values()) > 800
+    ts2 = make([(A, 1, 0), (B, 1, 5)])
+    assert {str(ts2.pick(key=k)) for k in KEYS[:500]} == {B}
+
+
+# -------------------------------------------------------------- failover rules
+@pytest.mark.parametrize("code", [200, 202, 299, 400, 404, 405, 410, 416, 482, 484, 486,
+                                  600, 603, 604, 606, 699])
+def test_no_failover(code):
+    assert should_failover(code) is False
+
+
+@pytest.mark.parametrize("code", [None, "timeout", " TIMEOUT ", 300, 302, 401, 403, 407,
+                                  408, 480, 481, 483, 487, 488, 500, 502, 503, 504, 599, "503"])
+def test_failover(code):
+    assert should_failover(code) is True
+
+
+@pytest.mark.parametrize("bad,words", [(100, "provisional"), (183, "provisional"),
+                                       (99, "100-699"), (700, "100-699"), ("busy", "timeout"),
+                                       (True, "number")])
+def test_failover_bad_status(bad, words):
+    with pytest.raises(InputError, match=words):
+        should_failover(bad)
+
+
+def test_no_answer_timeout_is_four_seconds():
+    assert NO_ANSWER_TIMEOUT == 4.0
+
+
+# --------------------------------------------------------------- termination
+def test_termination_hosts():
+    assert termination_host("mytrunk") == "mytrunk.pstn.twilio.com"
+    assert termination_host("MyTrunk.pstn.twilio.com", "dublin") == "mytrunk.pstn.dublin.twilio.com"
+    assert termination_host("mytrunk", "de1") == "mytrunk.pstn.frankfurt.twilio.com"
+    with pytest.raises(InputError, match="roaming"):
+        termination_host("mytrunk", "roaming")
+    with pytest.raises(InputError, match="unknown"):
+        termination_host("mytrunk", "mars")
+    with pytest.raises(InputError, match="DNS label"):
+        termination_host("my_trunk")
+
+
+def test_termination_order_over_edges_and_addresses():
+    resolved = {
+        "t.pstn.ashburn.twilio.com": ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.1"],
+        "t.pstn.umatilla.twilio.com": ["198.51.100.1", "2001:db8::1"],
+    }
+    got = termination_order("t", ["ashburn", "umatilla", "dublin"], resolved)
+    assert [(a.edge, a.address) for a in got] == [
+        ("ashburn", "192.0.2.1"), ("ashburn", "192.0.2.2"), ("ashburn", "192.0.2.3"),
+        ("umatilla", "198.51.100.1"), ("umatilla", "2001:db8::1")]
+    assert all(a.timeout == 4.0 for a in got)
+    plain = termination_order("t", [None, "us2"])
+    assert [(a.edge, a.host, a.address) for a in plain] == [
+        (None, "t.pstn.twilio.com", None), ("umatilla", "t.pstn.umatilla.twilio.com", None)]
+    with pytest.raises(SelectionError, match="resolve"):
+        termination_order("t", ["dublin"], resolved)
+    with pytest.raises(InputError, match="not an IP"):
+        termination_order("t", ["ashburn"], {"t.pstn.ashburn.twilio.com": ["nope"]})
+
+
+# ---------------------------------------------------------- rng and hash twin
+def test_rng_matches_documented_generator(impl):
+    mod = impl("select")
+    r = mod.Rng(0)
+    # xoshiro256** seeded by splitmix64(0): first outputs, computed by the twin
+    ref = Rng(0)
+    assert [r.next() for _ in range(5)] == [ref.next() for _ in range(5)]
+    assert r.uniform(0) == 0 and r.state() == ref.state()  # n == 0 draws nothing
+    counts = Counter(r.uniform(2) for _ in range(30000))
+    assert set(counts) == {0, 1, 2} and min(counts.values()) > 9000
+    assert mod.hash_bytes(b"") == hash_bytes(b"")
+    assert mod.hash_key("abc") == hash_bytes(b"abc")
+
+
+def test_native_select_loaded():
+    if _impl.NO_EXTENSIONS:
+        assert _impl.load("select").__name__ == "sipedge._py.select"
+    else:
+        assert _impl.load("select").__name__ == "sipedge._select"
+        assert select._core.__name__ == "sipedge._select"
