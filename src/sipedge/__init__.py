@@ -33,3 +33,7 @@ __all__ = [
     "SelectionError",
     "URIError",
 ]
+
+from .classify import Classifier, Verdict  # noqa: E402
+
+__all__ += ["Classifier", "Verdict"]
