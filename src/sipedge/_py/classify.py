@@ -698,7 +698,8 @@ class _CapErr(Exception):
 def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
     """(linktype, frame bytes, offset after the record) of each frame of a
     pcap/pcapng image; _CapErr on errors."""
-    mv = memoryview(buf).cast("B")
+    # slicing an mmap or bytes copies: no buffer export outlives this walk
+    mv = buf.cast("B") if isinstance(buf, memoryview) else buf
     n = len(mv)
     if n < 4:
         raise _CapErr("file too short for a pcap or pcapng header", 0, n)
@@ -733,7 +734,25 @@ def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
         yield linktype, bytes(mv[off - incl:off]), off
 
 
-def _iter_pcapng(mv: memoryview) -> Iterator[tuple[int, bytes, int]]:
+def _pcapng_shb(mv: Any, off: int) -> str:
+    """Check the section header block at *off*; its byte order ("<" or ">")."""
+    if len(mv) - off < 28:
+        raise _CapErr("truncated pcapng section header block", off, 0)
+    bom = int.from_bytes(mv[off + 8:off + 12], "little")
+    if bom == 0x1A2B3C4D:
+        e = "<"
+    elif bom == 0x4D3C2B1A:
+        e = ">"
+    else:
+        raise _CapErr("bad byte-order magic in pcapng section header block", off + 8, bom)
+    major = struct.unpack_from(e + "H", mv, off + 12)[0]
+    if major != 1:
+        raise _CapErr("unsupported pcapng major version", off + 12, major)
+    return e
+
+
+def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
+    _pcapng_shb(mv, 0)
     n = len(mv)
     off = 0
     e = "<"
@@ -743,18 +762,7 @@ def _iter_pcapng(mv: memoryview) -> Iterator[tuple[int, bytes, int]]:
             raise _CapErr("truncated pcapng block header", off, n - off)
         btype = int.from_bytes(mv[off:off + 4], "little")
         if btype == 0x0A0D0D0A:
-            if n - off < 28:
-                raise _CapErr("truncated pcapng section header block", off, 0)
-            bom = int.from_bytes(mv[off + 8:off + 12], "little")
-            if bom == 0x1A2B3C4D:
-                e = "<"
-            elif bom == 0x4D3C2B1A:
-                e = ">"
-            else:
-                raise _CapErr("bad byte-order magic in pcapng section header block", off + 8, bom)
-            major = struct.unpack_from(e + "H", mv, off + 12)[0]
-            if major != 1:
-                raise _CapErr("unsupported pcapng major version", off + 12, major)
+            e = _pcapng_shb(mv, off)
             ifs = []
         blen = struct.unpack_from(e + "I", mv, off + 4)[0]
         if blen < 12 or blen & 3:
