@@ -138,6 +138,43 @@ int sx_is_tls(const uint8_t *p, size_t len)
            && be16(p + 3) <= 18432;
 }
 
+int sx_is_ws_sip(const uint8_t *p, size_t len)
+{
+    /* a WebSocket frame (RFC 6455): FIN, no RSV bits, text or binary opcode,
+     * carrying a SIP start line (RFC 7118); the first 512 bytes are unmasked */
+    uint8_t buf[512];
+    if (len < 2 || (p[0] & 0x70) || ((p[0] & 0x0f) != 1 && (p[0] & 0x0f) != 2))
+        return 0;
+    size_t h = 2, plen = p[1] & 0x7f;
+    if (plen == 126) {
+        if (len < 4)
+            return 0;
+        plen = be16(p + 2);
+        h = 4;
+    } else if (plen == 127) {
+        if (len < 10)
+            return 0;
+        uint64_t l64 = ((uint64_t)be32(p + 2) << 32) | be32(p + 6);
+        plen = l64 > 0xFFFFFFFFu ? 0xFFFFFFFFu : (size_t)l64;
+        h = 10;
+    }
+    const uint8_t *key = NULL;
+    if (p[1] & 0x80) {
+        if (len - h < 4)
+            return 0;
+        key = p + h;
+        h += 4;
+    }
+    size_t n = len - h;
+    if (plen < n)
+        n = plen;
+    if (n > sizeof buf)
+        n = sizeof buf;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = key ? (uint8_t)(p[h + i] ^ key[i & 3]) : p[h + i];
+    return sx_is_sip(buf, n);
+}
+
 int sx_media_ports(uint16_t sport, uint16_t dport)
 {
     if (sport < 1024 || dport < 1024)
@@ -253,6 +290,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
                 v->kind = SX_K_SIP;
             else if (sx_is_tls(p + doff, plen) || (plen && (v->sport == 5061 || v->dport == 5061)))
                 v->kind = SX_K_TLS;
+            else if (sx_is_ws_sip(p + doff, plen))
+                v->kind = SX_K_SIP;
         }
         return;
     case 132: /* SCTP: SIP in the first DATA chunk */

@@ -106,6 +106,7 @@ int sx_is_stun(const uint8_t *p, size_t len);
 int sx_is_rtcp(const uint8_t *p, size_t len);
 int sx_is_rtp(const uint8_t *p, size_t len);
 int sx_is_tls(const uint8_t *p, size_t len);
+int sx_is_ws_sip(const uint8_t *p, size_t len);
 int sx_media_ports(uint16_t sport, uint16_t dport);
 
 #endif

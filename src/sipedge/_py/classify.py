@@ -46,8 +46,10 @@ DHCP, syslog and every other service below 1024 can therefore never be RTP.
 
 Payload, TCP: SIP (same start-line check); else a TLS record header
 (content type 20-24, version 3.0-3.4, record length <= 18432) on any port, or
-any non-empty payload with port 5061 on either side, is ``tls``; else
-``other``. Empty segments (pure
+any non-empty payload with port 5061 on either side, is ``tls``; else a
+WebSocket frame (RFC 6455: FIN set, no RSV bits, text or binary opcode) whose
+first 512 unmasked payload bytes pass the SIP check (SIP over WebSocket, RFC
+7118) is ``sip``; else ``other``. Empty segments (pure
 ACKs) are ``other``.
 
 Trust: the source address is looked up in the allowlist's prefix table. On a
@@ -187,6 +189,32 @@ def is_tls(p: bytes) -> bool:
             and _be16(p, 3) <= 18432)
 
 
+def is_ws_sip(p: bytes) -> bool:
+    n = len(p)
+    if n < 2 or p[0] & 0x70 or (p[0] & 0x0F) not in (1, 2):
+        return False
+    h, plen = 2, p[1] & 0x7F
+    if plen == 126:
+        if n < 4:
+            return False
+        plen, h = _be16(p, 2), 4
+    elif plen == 127:
+        if n < 10:
+            return False
+        plen, h = min(int.from_bytes(p[2:10], "big"), 0xFFFFFFFF), 10
+    key = None
+    if p[1] & 0x80:
+        if n - h < 4:
+            return False
+        key = p[h:h + 4]
+        h += 4
+    k = min(n - h, plen, 512)
+    data = p[h:h + k]
+    if key is not None:
+        data = bytes(b ^ key[i & 3] for i, b in enumerate(data))
+    return is_sip(data)
+
+
 def media_ports(sport: int, dport: int) -> bool:
     return (sport >= 1024 and dport >= 1024 and sport not in MEDIA_DENY_PORTS
             and dport not in MEDIA_DENY_PORTS)
@@ -295,6 +323,8 @@ def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
             v.kind = SIP
         elif is_tls(p) or (p and (v.sport == 5061 or v.dport == 5061)):
             v.kind = TLS
+        elif is_ws_sip(p):
+            v.kind = SIP
     elif proto == 132:
         if n < 12:
             v.flags |= F_BAD
