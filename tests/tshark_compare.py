@@ -2,7 +2,9 @@
 
 tshark's ``frame.protocols`` (with ``-o rtp.heuristic_rtp:TRUE``) is mapped to
 one of our kinds: the first of sip, rtcp, rtp, stun, tls present in the stack,
-else other. Agreement is measured on the frames tshark calls SIP or RTP.
+else other -- except that an ICMP error quoting a packet (``ip:icmp:ip:udp:rtp``)
+is ICMP, i.e. other: tshark dissects the quoted datagram, but the frame is not
+media. Agreement is measured on the frames tshark calls SIP or RTP.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ NEVER_RTP = ("dns", "snmp", "ntp")
 
 def tshark_kind(protocols: str) -> str:
     ps = protocols.strip().split(":")
+    if "icmp" in ps or "icmpv6" in ps:
+        return "other"
     for k in KIND_ORDER:
         if k in ps:
             return k
