@@ -205,14 +205,16 @@ int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint6
 {
     sx_frame f;
     sx_verdict v;
+    sx_cache4 cache;
     uint64_t done = 0;
+    sx_cache_init(&cache);
     for (;;) {
         if (max_frames && done == max_frames)
             return 1;
         int r = sx_cap_next(c, &f);
         if (r <= 0)
             return r;
-        sx_classify(cfg, f.data, f.caplen, f.linktype, &v);
+        sx_classify_cached(cfg, &cache, f.data, f.caplen, f.linktype, &v);
         counts[sx_count_index(cfg, &v)]++;
         if (codes) {
             size_t k = (size_t)(c->frames - 1);

@@ -50,6 +50,15 @@ int sx_is_sip(const uint8_t *p, size_t len)
                && p[10] <= '9' && p[11] == ' ';
     }
     /* request line: Method SP sip[s]:URI SP SIP/2.0 CRLF */
+    if (len < 4)
+        return 0;
+    switch (p[0]) { /* the first letters of the methods */
+    case 'I': case 'A': case 'B': case 'C': case 'R': case 'O': case 'P': case 'S':
+    case 'N': case 'M': case 'U':
+        break;
+    default:
+        return 0;
+    }
     size_t m = 0;
     for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
         size_t n = strlen(METHODS[i]);
@@ -190,17 +199,35 @@ int sx_media_ports(uint16_t sport, uint16_t dport)
 
 static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth, sx_verdict *v);
 
+/* The order is STUN, SIP, then (media ports only) RTCP, RTP. Each test needs
+ * particular top two bits in the first byte (STUN 00; SIP: CR or an upper-case
+ * letter, 00 or 01; RTP/RTCP version 2, 10), so dispatching on them first
+ * gives the same answer as trying the tests in order, only faster. */
 static void udp_payload(const uint8_t *p, size_t len, sx_verdict *v)
 {
-    if (sx_is_stun(p, len))
-        v->kind = SX_K_STUN;
-    else if (sx_is_sip(p, len))
-        v->kind = SX_K_SIP;
-    else if (sx_media_ports(v->sport, v->dport)) {
-        if (sx_is_rtcp(p, len))
-            v->kind = SX_K_RTCP;
-        else if (sx_is_rtp(p, len))
-            v->kind = SX_K_RTP;
+    if (len == 0)
+        return;
+    switch (p[0] >> 6) {
+    case 0:
+        if (sx_is_stun(p, len))
+            v->kind = SX_K_STUN;
+        else if (sx_is_sip(p, len))
+            v->kind = SX_K_SIP;
+        return;
+    case 1:
+        if (sx_is_sip(p, len))
+            v->kind = SX_K_SIP;
+        return;
+    case 2:
+        if (sx_media_ports(v->sport, v->dport)) {
+            if (sx_is_rtcp(p, len))
+                v->kind = SX_K_RTCP;
+            else if (sx_is_rtp(p, len))
+                v->kind = SX_K_RTP;
+        }
+        return;
+    default:
+        return;
     }
 }
 
@@ -440,14 +467,34 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
 
 /* ------------------------------------------------------------------ entry point */
 
-static void trust(const sx_cfg *cfg, sx_verdict *v)
+void sx_cache_init(sx_cache4 *c)
+{
+    for (size_t i = 0; i < SX_CACHE_SLOTS; i++) {
+        c->addr[i] = 0;
+        c->val[i] = -2;
+    }
+}
+
+static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
 {
     if (!cfg || !cfg->table || v->ipver == 0 || ((v->flags & SX_F_BAD) && v->proto < 0))
         return;
     int32_t m;
-    if (v->ipver == 4)
-        m = sx_pt_lookup4(cfg->table, be32(v->src));
-    else
+    if (v->ipver == 4) {
+        uint32_t a = be32(v->src);
+        if (cache) {
+            size_t slot = (size_t)((a * 2654435761u) >> 24) & (SX_CACHE_SLOTS - 1);
+            if (cache->val[slot] != -2 && cache->addr[slot] == a) {
+                m = cache->val[slot];
+            } else {
+                m = sx_pt_lookup4(cfg->table, a);
+                cache->addr[slot] = a;
+                cache->val[slot] = m;
+            }
+        } else {
+            m = sx_pt_lookup4(cfg->table, a);
+        }
+    } else
         m = sx_pt_lookup6(cfg->table, sx_u128_from_bytes(v->src));
     if (m < 0 || (size_t)m >= cfg->nvals)
         return;
@@ -474,6 +521,12 @@ static void trust(const sx_cfg *cfg, sx_verdict *v)
 
 void sx_classify(const sx_cfg *cfg, const uint8_t *f, size_t len, uint32_t linktype,
                  sx_verdict *v)
+{
+    sx_classify_cached(cfg, NULL, f, len, linktype, v);
+}
+
+void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, size_t len,
+                        uint32_t linktype, sx_verdict *v)
 {
     memset(v, 0, sizeof *v);
     v->proto = -1;
@@ -528,7 +581,7 @@ void sx_classify(const sx_cfg *cfg, const uint8_t *f, size_t len, uint32_t linkt
         return;
     }
     l3(f, off, len, et, 0, v);
-    trust(cfg, v);
+    trust(cfg, cache, v);
     return;
 bad_link:
     v->flags = SX_F_NOT_IP | SX_F_BAD;

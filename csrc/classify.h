@@ -83,6 +83,18 @@ typedef struct {
 void sx_classify(const sx_cfg *cfg, const uint8_t *frame, size_t len, uint32_t linktype,
                  sx_verdict *v);
 
+/* A small direct-mapped cache of IPv4 allowlist lookups for batch runs (a
+ * capture has few distinct sources); it never changes a result. */
+#define SX_CACHE_SLOTS 256
+typedef struct {
+    uint32_t addr[SX_CACHE_SLOTS];
+    int32_t val[SX_CACHE_SLOTS]; /* -2: empty */
+} sx_cache4;
+
+void sx_cache_init(sx_cache4 *c);
+void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *frame, size_t len,
+                        uint32_t linktype, sx_verdict *v);
+
 /* The compact per-frame code: kind | trusted << 3 | flags << 4 | (match + 1) << 8 */
 static inline uint32_t sx_code(const sx_verdict *v)
 {
