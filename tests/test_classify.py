@@ -107,7 +107,21 @@ PAYLOADS = [
     ("http", lambda: TCP(sport=40000, dport=80, flags="PA") / Raw(b"GET / HTTP/1.1\r\n\r\n"), "other"),
 ]
 
-SOURCES = ["192.0.2.10", "198.51.100.7", "203.0.113.5"]
+
+
+def ws_frame(payload: bytes, mask: bytes = b"\x1f\x2e\x3d\x4c") -> bytes:
+    """A masked WebSocket text frame (client to server)."""
+    n = len(payload)
+    hdr = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + struct.pack(">H", n)
+    return hdr + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
+PAYLOADS += [
+    ("sip-websocket", lambda: TCP(sport=40100, dport=8080, flags="PA") / Raw(ws_frame(SIP_INVITE)),
+     "sip"),
+    ("websocket-other", lambda: TCP(sport=40100, dport=8080, flags="PA")
+     / Raw(ws_frame(b"hello there, not sip at all")), "other"),
+]
 
 
 def _cases():
