@@ -26,7 +26,7 @@ ports = ["10000-60000/udp"]
 [[ranges]]
 role = "signaling"
 edge = "lab"
-prefixes = ["192.0.2.2/32"]
+prefixes = ["192.0.2.2/32", "2001:db8:77::2/128"]
 [[ranges]]
 role = "media"
 edge = "*"
@@ -61,7 +61,16 @@ def _stop(p: subprocess.Popen, sig=signal.SIGTERM) -> None:
             p.wait(timeout=5)
 
 
-def test_sipp_call_against_tshark(tmp_path):
+VARIANTS = {
+    # name: (uac address, uas address, sipp transport, link addresses v4, v6)
+    "udp-ipv4": ("192.0.2.1", "192.0.2.2", "u1", None),
+    "tcp-ipv6": ("2001:db8:77::1", "2001:db8:77::2", "t1",
+                 ("2001:db8:77::1/64", "2001:db8:77::2/64")),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_sipp_call_against_tshark(tmp_path, variant):
     require_root()
     require_tool("sipp", "tshark", "tcpdump", "ip")
     media = "/usr/share/sip-tester"
@@ -72,8 +81,10 @@ def test_sipp_call_against_tshark(tmp_path):
     al = tmp_path / "lab.toml"
     al.write_text(ALLOWLIST)
     procs = []
+    uac_ip, uas_ip, transport, v6 = VARIANTS[variant]
+    host = f"[{uas_ip}]" if ":" in uas_ip else uas_ip
     with Netns("uac") as a, Netns("uas") as b:
-        link(a, b, "192.0.2.1/24", "192.0.2.2/24")
+        link(a, b, "192.0.2.1/24", "192.0.2.2/24", v6=v6)
         try:
             dump = a.popen("tcpdump", "-n", "-U", "-s", "0", "-i", _dev(a), "-w", str(cap),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -81,14 +92,14 @@ def test_sipp_call_against_tshark(tmp_path):
             # wait until tcpdump listens (it prints "listening on ...")
             line = dump.stderr.readline().decode()
             assert "listening" in line, line
-            uas = b.popen("sipp", "-sn", "uas", "-i", "192.0.2.2", "-p", "5060",
-                          "-mi", "192.0.2.2", "-rtp_echo", "-mp", "16000", "-m", "2",
+            uas = b.popen("sipp", "-sn", "uas", "-i", uas_ip, "-p", "5060", "-t", transport,
+                          "-mi", uas_ip, "-rtp_echo", "-mp", "16000", "-m", "2",
                           "-timeout", "60s", "-nostdin", cwd=tmp_path,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(uas)
             time.sleep(0.5)
-            uac = a.popen("sipp", "192.0.2.2:5060", "-sn", "uac_pcap", "-i", "192.0.2.1",
-                          "-p", "5070", "-mi", "192.0.2.1", "-m", "2", "-l", "2", "-r", "5",
+            uac = a.popen("sipp", f"{host}:5060", "-sn", "uac_pcap", "-i", uac_ip,
+                          "-p", "5070", "-t", transport, "-mi", uac_ip, "-m", "2", "-l", "2", "-r", "5",
                           "-timeout", "60s", "-nostdin", cwd=tmp_path,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             procs.append(uac)
@@ -108,7 +119,7 @@ def test_sipp_call_against_tshark(tmp_path):
     assert [int(r[0]) for r in ours] == list(range(1, len(ours) + 1))
     theirs = run_tshark(str(cap))
     a = compare(theirs, [r[1] for r in ours])
-    print(f"sipp capture: {a.frames} frames, {a.agree}/{a.sip_rtp} = {a.ratio:.2%} of SIP/RTP "
+    print(f"sipp capture {variant}: {a.frames} frames, {a.agree}/{a.sip_rtp} = {a.ratio:.2%} of SIP/RTP "
           f"frames agree with tshark; mismatches (tshark, sipedge): {a.mismatches}")
     rtp = sum(1 for r in ours if r[1] == "rtp")
     assert rtp > 300, "the call carried no RTP"
