@@ -78,3 +78,15 @@ def test_bad_capture_is_one_line_and_exit_3(tmp_path):
     assert "Traceback" not in r.stderr
     r = run(str(tmp_path / "missing.pcap"))
     assert r.returncode == 3 and "cannot open capture" in r.stderr
+
+
+def test_progress_bar_draws_and_clears(capsys):
+    from sipedge.cli import _ProgressBar
+
+    bar = _ProgressBar("big.pcap")
+    bar(50, 100)
+    bar(100, 100)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "big.pcap: [###############" in err and " 50.0%" in err and "100.0%" in err
+    assert err.endswith("\r")

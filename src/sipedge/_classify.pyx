@@ -286,12 +286,12 @@ cdef class Classifier:
         """Classify every frame of a pcap/pcapng image held in memory."""
         cdef const uint8_t[::1] mv
         cdef const uint8_t *base = NULL
-        if isinstance(buf, (bytes, bytearray)) or buf is not None:
-            mv = memoryview(buf).cast("B")
-            if mv.shape[0]:
-                base = &mv[0]
-            return self._walk(base, <size_t>mv.shape[0], source, frames, progress)
-        raise TypeError("classify_buffer needs a bytes-like object")
+        if buf is None:
+            raise TypeError("classify_buffer needs a bytes-like object, not None")
+        mv = memoryview(buf).cast("B")
+        if mv.shape[0]:
+            base = &mv[0]
+        return self._walk(base, <size_t>mv.shape[0], source, frames, progress)
 
     def classify_pcap(self, path, bint frames=False, progress=None):
         """Classify every frame of a pcap or pcapng file (memory-mapped)."""
