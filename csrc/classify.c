@@ -558,6 +558,18 @@ void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, s
         et = (f[0] >> 4) == 4 ? 0x0800 : (f[0] >> 4) == 6 ? 0x86DD : 0;
         off = 0;
         break;
+    case SX_LT_NULL:
+    case SX_LT_LOOP: {
+        /* BSD loopback: a 4-byte address family in either byte order */
+        if (len < 4)
+            goto bad_link;
+        uint32_t le = (uint32_t)f[0] | ((uint32_t)f[1] << 8) | ((uint32_t)f[2] << 16)
+                      | ((uint32_t)f[3] << 24);
+        uint32_t fam = le < 256 ? le : be32(f);
+        et = fam == 2 ? 0x0800 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? 0x86DD : 0;
+        off = 4;
+        break;
+    }
     case SX_LT_IPV4:
         et = 0x0800;
         off = 0;

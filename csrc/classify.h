@@ -33,8 +33,10 @@ enum {
 #define SX_F_BAD 8u        /* a header is truncated or inconsistent */
 
 /* link types (pcap LINKTYPE_ values) */
+#define SX_LT_NULL 0u
 #define SX_LT_ETHERNET 1u
 #define SX_LT_RAW 101u
+#define SX_LT_LOOP 108u
 #define SX_LT_SLL 113u
 #define SX_LT_IPV4 228u
 #define SX_LT_IPV6 229u

@@ -25,7 +25,7 @@ with atheris.instrument_imports():
 
 AL = None
 NAT = PY = None
-LINKTYPES = [1, 113, 276, 101, 228, 229, 0]
+LINKTYPES = [1, 113, 276, 101, 228, 229, 0, 108, 147]
 
 
 def _setup():

@@ -46,10 +46,14 @@ def link(kind: str, pkt) -> tuple[bytes, int]:
         return raw(pkt), 101
     if kind == "rawip":
         return raw(pkt), 229 if v6 else 228
+    if kind == "null":  # BSD loopback, host order (little-endian here), macOS AF_INET6 30
+        return struct.pack("<I", 30 if v6 else 2) + raw(pkt), 0
+    if kind == "loop":  # OpenBSD loopback, network order, AF_INET6 24
+        return struct.pack(">I", 24 if v6 else 2) + raw(pkt), 108
     raise ValueError(kind)
 
 
-LINKS = ["eth", "vlan", "qinq", "sll", "sll2", "raw", "rawip"]
+LINKS = ["eth", "vlan", "qinq", "sll", "sll2", "raw", "rawip", "null", "loop"]
 
 
 def ip_variant(kind: str, src: str, dst: str, l4):

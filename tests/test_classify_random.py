@@ -17,7 +17,7 @@ from conftest import IMPLEMENTATIONS
 AL = allowlist()
 PY = _impl.python("classify").Classifier(AL)
 NAT = _impl.native("classify").Classifier(AL) if "native" in IMPLEMENTATIONS else None
-LINKTYPES = st.sampled_from([1, 113, 276, 101, 228, 229, 0, 147])
+LINKTYPES = st.sampled_from([1, 113, 276, 101, 228, 229, 0, 108, 147])
 SETTINGS = settings(max_examples=1500, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 

@@ -6,7 +6,9 @@ truncated and random bytes. ``csrc/classify.c`` and ``csrc/capture.c`` are the
 C side.
 
 Link layer (pcap LINKTYPE): 1 Ethernet, 113 Linux cooked (SLL), 276 SLL2,
-101 raw IP (version from the first nibble), 228 raw IPv4, 229 raw IPv6. Up to
+101 raw IP (version from the first nibble), 228 raw IPv4, 229 raw IPv6, 0 and
+108 BSD loopback (4-byte address family, either byte order: 2 IPv4; 10, 24,
+28, 30 IPv6). Up to
 8 VLAN tags (0x8100, 0x88a8, 0x9100) are skipped. Anything that is not IPv4 or
 IPv6 is kind ``other`` with ``proto == -1`` and the NOT_IP flag.
 
@@ -78,7 +80,8 @@ F_FRAG_LATER = 2
 F_NOT_IP = 4
 F_BAD = 8
 
-LT_ETHERNET, LT_RAW, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2 = 1, 101, 113, 228, 229, 276
+LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2 = \
+    0, 1, 101, 108, 113, 228, 229, 276
 
 ROLE_KINDS = {
     "signaling": (1 << SIP) | (1 << TLS),
@@ -450,6 +453,14 @@ def _parse(f: bytes, linktype: int) -> _V:
             return v
         ver = f[0] >> 4
         et, off = (0x0800 if ver == 4 else 0x86DD if ver == 6 else 0), 0
+    elif linktype == LT_NULL or linktype == LT_LOOP:
+        if n < 4:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        le = int.from_bytes(f[:4], "little")
+        fam = le if le < 256 else int.from_bytes(f[:4], "big")
+        et = 0x0800 if fam == 2 else 0x86DD if fam in (10, 24, 28, 30) else 0
+        off = 4
     elif linktype == LT_IPV4:
         et, off = 0x0800, 0
     elif linktype == LT_IPV6:
