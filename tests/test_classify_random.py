@@ -68,3 +68,17 @@ def test_mutated_packets(src, proto, sport, dport, seed, noise, cut, ihl, ff):
     frame = _eth_ip(src, proto, l4, ihl, ff)
     agree(frame, 1)
     agree(frame[:len(frame) - cut] if cut < len(frame) else b"", 1)
+
+
+@SETTINGS
+@given(st.sampled_from([53, 67, 68, 69, 123, 137, 138, 161, 162, 500, 514, 520, 1812, 1900,
+                        5353, 4789]),
+       st.integers(0, 65535), st.booleans(), st.binary(min_size=0, max_size=120))
+def test_well_known_services_never_media(port, other, port_is_src, tail):
+    """DNS, DHCP, TFTP, NTP, NetBIOS, SNMP, IKE, syslog, RIP, RADIUS, SSDP, mDNS,
+    VXLAN: whatever the payload (even RTP/RTCP-shaped), never rtp or rtcp."""
+    payload = (rtp_payload()[:12] if tail[:1] < b"\x80" else rtcp_payload()) + tail
+    sport, dport = (port, other) if port_is_src else (other, port)
+    l4 = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+    v = agree(_eth_ip(b"\xc6\x33\x64\x07", 17, l4), 1)
+    assert v.kind not in ("rtp", "rtcp")
