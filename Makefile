@@ -41,6 +41,7 @@ clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/sipedge/_*.c src/sipedge/*.so src/sipedge/*.html
 
 # ----------------------------------------------------------------- classifier (issue 4)
+.PHONY: build-asan test-asan fuzz-classify bench-classify
 ASAN_BUILD ?= build/asan
 ASAN_PYTEST_ARGS ?= tests/test_classify.py tests/test_classify_random.py tests/test_capture.py tests/test_conformance.py tests/test_classify_asan.py -m "not netns"
 
