@@ -39,3 +39,28 @@ bench: build
 
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/sipedge/_*.c src/sipedge/*.so src/sipedge/*.html
+
+# ----------------------------------------------------------------- classifier (issue 4)
+.PHONY: build-asan test-asan fuzz-classify bench-classify
+ASAN_BUILD ?= build/asan
+ASAN_PYTEST_ARGS ?= tests/test_classify.py tests/test_classify_random.py tests/test_capture.py tests/test_conformance.py tests/test_classify_asan.py -m "not netns"
+
+## build-asan: ASan/UBSan build into $(ASAN_BUILD)/lib (the in-place .so files stay untouched)
+build-asan:
+	SIPEDGE_DEBUG=1 $(PYTHON) setup.py -q build --build-base $(ASAN_BUILD) --build-lib $(ASAN_BUILD)/lib --force
+
+## test-asan: the classifier's tests once against the ASan/UBSan build (ASAN_PYTEST_ARGS=tests for all)
+test-asan: build-asan
+	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 SIPEDGE_EXPECT_ASAN=1 \
+	timeout 900 $(PYTEST) -q -p no:cacheprovider -o pythonpath=$(ASAN_BUILD)/lib $(ASAN_PYTEST_ARGS)
+
+## fuzz-classify: atheris over the classifier and capture readers, bounded (FUZZ_SECONDS)
+FUZZ_SECONDS ?= 60
+fuzz-classify: build
+	PYTHONPATH=src $(PYTHON) tests/fuzz_classify.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+
+## bench-classify: classifier throughput beside dpkt and scapy
+bench-classify: build
+	PYTHONPATH=src $(PYTEST) bench/bench_classify.py --benchmark-only -p no:cacheprovider \
+	  --benchmark-min-rounds 3 --benchmark-max-time 0.5 -s

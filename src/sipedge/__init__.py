@@ -50,3 +50,7 @@ __all__ = [
     "OriginationURI",
     "parse_uri",
 ]
+
+from .classify import Classifier, Verdict  # noqa: E402
+
+__all__ += ["Classifier", "Verdict"]

@@ -167,11 +167,98 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if ts.dr_url:
         print(f"disaster recovery {ts.dr_url}: {100 * dr / args.picks:.2f}%")
     print(f"{args.picks} picks, seed {seed}")
+
+# ------------------------------------------------------------------------ classify
+def _add_classify(sub) -> None:
+    p = sub.add_parser(
+        "classify", help="classify the frames of a pcap/pcapng capture",
+        description="Say what each frame of a capture is (sip, rtp, rtcp, stun, tls, other) and "
+                    "whether its source is trusted by the allowlist (embedded Twilio dataset by "
+                    "default): a summary by kind, trust and edge; --frames for one line per "
+                    "frame (number, kind, trusted/untrusted, edge or -).")
+    p.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file")
+    p.add_argument("--allowlist", metavar="F", help="allowlist TOML file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--frames", action="store_true", help="one line (or JSON object) per frame")
+    p.set_defaults(func=_cmd_classify)
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (only used when stderr is a terminal)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{self.name}: [{bar:<30}] {frac:6.1%}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * (len(self.name) + 42) + "\r")
+            sys.stderr.flush()
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    import os
+
+    from .classify import KINDS, Classifier
+
+    clf = Classifier(_load_allowlist(args.allowlist))
+    progress = None
+    try:
+        big = os.path.getsize(args.capture) >= 64 * 1024 * 1024
+    except OSError:
+        big = False
+    if big and sys.stderr.isatty():
+        progress = _ProgressBar(os.path.basename(args.capture))
+    try:
+        rep = clf.classify_pcap(args.capture, frames=args.frames, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.json:
+        doc = rep.to_dict()
+        if args.frames:
+            doc["frame_list"] = [{"frame": f.number, "kind": f.kind, "trusted": f.trusted,
+                                  "role": f.role, "edge": f.edge, "fragment": f.fragment}
+                                 for f in rep.iter_frames()]
+        _print_json(doc)
+        return 0
+    if args.frames:
+        out = sys.stdout
+        for f in rep.iter_frames():
+            out.write(f"{f.number}\t{f.kind}\t{'trusted' if f.trusted else 'untrusted'}"
+                      f"\t{f.edge or '-'}\n")
+        return 0
+    by_kind = rep.by_kind()
+    trusted = {k: 0 for k in KINDS}
+    for (kind, t, _), n in rep.counts.items():
+        if t:
+            trusted[kind] += n
+    print(f"{rep.source}: {rep.frames} frames, {rep.trusted} trusted")
+    print(f"{'kind':<8} {'frames':>10} {'trusted':>10} {'untrusted':>10}")
+    for k in KINDS:
+        print(f"{k:<8} {by_kind[k]:>10} {trusted[k]:>10} {by_kind[k] - trusted[k]:>10}")
+    edges = {}
+    for (kind, t, edge), n in rep.counts.items():
+        if edge is not None:
+            row = edges.setdefault(edge, [0, 0])
+            row[0 if t else 1] += n
+    if edges:
+        print()
+        print(f"{'edge':<14} {'trusted':>10} {'untrusted':>10}")
+        for edge, (t, u) in sorted(edges.items()):
+            print(f"{edge:<14} {t:>10} {u:>10}")
     return 0
 
 
 # ------------------------------------------------------------------------ the rest
-ADDERS = [_add_edges, _add_allowlist, _add_firewall, _add_select]
+ADDERS = [_add_edges, _add_allowlist, _add_firewall, _add_select, _add_classify]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,160 @@
+"""Classifier throughput beside its peers, in one run (pytest-benchmark).
+
+- batch: ``Classifier.classify_buffer`` over an in-memory pcap of minimum-size
+  (60-byte, 64 on the wire) frames -- RTP, SIP keep-alives, DNS and TCP ACKs
+  from Twilio and other addresses -- vs dpkt parsing the same capture and
+  applying a port rule (the DESIGN.md anchor: 0.09 M pkt/s);
+- single frame from Python: ``Classifier.classify(frame)`` vs scapy parsing
+  the frame and checking its layers (anchor: 0.0035 M/s).
+
+Run: ``make bench-classify`` (or ``python3 -m pytest bench/bench_classify.py
+--benchmark-only --benchmark-min-rounds 3 --benchmark-max-time 0.5``). Each
+test stores M frames/s in ``extra_info``; ``-s`` prints them. Targets (not
+asserted): batch >= 30 M frames/s, single >= 3 M/s.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import time
+
+import pytest
+
+import sipedge
+
+N_BATCH = 400_000
+N_SINGLE = 200_000
+N_DPKT = 20_000
+N_SCAPY = 300
+
+
+def _udp_frame(src: bytes, sport: int, dport: int, payload: bytes) -> bytes:
+    payload = payload.ljust(18, b"\0")[:18]
+    udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src,
+                     b"\xc0\x00\x02\x01")
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + udp
+
+
+def _tcp_ack(src: bytes) -> bytes:
+    tcp = struct.pack(">HHIIBBHHH", 5060, 40000, 1, 1, 0x50, 0x10, 1000, 0, 0)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, src, b"\xc0\x00\x02\x01")
+    return (b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + tcp).ljust(60, b"\0")
+
+
+RTP_HDR = b"\x80\x00\x00\x01\x00\x00\x00\xa0\x00\x00\x12\x34" + b"\xd5" * 6
+MEDIA = bytes([168, 86, 130, 9])
+SIGNALING = bytes([54, 172, 60, 1])
+STRANGER = bytes([203, 0, 113, 7])
+
+MIX = [
+    _udp_frame(MEDIA, 12000, 30000, RTP_HDR),
+    _udp_frame(MEDIA, 12002, 30002, RTP_HDR),
+    _udp_frame(STRANGER, 40000, 30004, RTP_HDR),
+    _udp_frame(SIGNALING, 5060, 5060, b"\r\n\r\n"),
+    _udp_frame(STRANGER, 53, 40000, b"\x80\x01\x81\x80\0\x01\0\x01"),
+    _tcp_ack(SIGNALING),
+    _udp_frame(MEDIA, 12004, 30006, RTP_HDR),
+    _udp_frame(MEDIA, 12006, 30008, RTP_HDR),
+]
+assert all(len(f) == 60 for f in MIX)
+
+
+def _pcap(frames) -> bytes:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    rec = struct.pack("<IIII", 0, 0, 60, 60)
+    out.extend(rec + f for f in frames)
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def capture():
+    return _pcap(MIX[i % len(MIX)] for i in range(N_BATCH))
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return sipedge.Classifier()
+
+
+def _rate(benchmark, n):
+    mfs = n / benchmark.stats.stats.min / 1e6
+    benchmark.extra_info["M_frames_per_s"] = round(mfs, 4)
+    print(f"\n{benchmark.name}: {mfs:.4f} M frames/s")
+
+
+def test_batch_sipedge(benchmark, clf, capture):
+    rep = benchmark.pedantic(clf.classify_buffer, args=(capture,), rounds=5, iterations=1)
+    assert rep.frames == N_BATCH
+    assert rep.by_kind()["rtp"] == N_BATCH * 5 // 8
+    _rate(benchmark, N_BATCH)
+
+
+def test_batch_sipedge_with_frame_codes(benchmark, clf, capture):
+    rep = benchmark.pedantic(clf.classify_buffer, args=(capture,), kwargs={"frames": True},
+                             rounds=5, iterations=1)
+    assert len(rep.codes) == N_BATCH
+    _rate(benchmark, N_BATCH)
+
+
+def _dpkt_port_rule(data: bytes) -> dict:
+    import dpkt
+
+    counts: dict = {}
+    for _ts, buf in dpkt.pcap.Reader(io.BytesIO(data)):
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        kind = "other"
+        if isinstance(ip, dpkt.ip.IP):
+            l4 = ip.data
+            if isinstance(l4, (dpkt.udp.UDP, dpkt.tcp.TCP)):
+                if 5060 in (l4.sport, l4.dport):
+                    kind = "sip"
+                elif isinstance(l4, dpkt.udp.UDP) and l4.sport >= 1024 and l4.dport >= 1024 \
+                        and l4.dport % 2 == 0:
+                    kind = "rtp"
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def test_batch_peer_dpkt(benchmark):
+    data = _pcap(MIX[i % len(MIX)] for i in range(N_DPKT))
+    counts = benchmark.pedantic(_dpkt_port_rule, args=(data,), rounds=3, iterations=1)
+    assert sum(counts.values()) == N_DPKT
+    _rate(benchmark, N_DPKT)
+
+
+def _single_loop(clf, frames):
+    classify = clf.classify
+    for f in frames:
+        classify(f)
+
+
+def test_single_sipedge(benchmark, clf):
+    frames = [MIX[i % len(MIX)] for i in range(N_SINGLE)]
+    benchmark.pedantic(_single_loop, args=(clf, frames), rounds=5, iterations=1)
+    assert clf.classify(frames[0]).kind == "rtp"
+    _rate(benchmark, N_SINGLE)
+
+
+def _scapy_loop(frames):
+    from scapy.all import TCP, UDP, Ether
+
+    kinds = []
+    for f in frames:
+        p = Ether(f)
+        if p.haslayer(UDP):
+            u = p[UDP]
+            kinds.append("sip" if 5060 in (u.sport, u.dport) else "rtp")
+        elif p.haslayer(TCP):
+            kinds.append("tcp")
+        else:
+            kinds.append("other")
+    return kinds
+
+
+def test_single_peer_scapy(benchmark):
+    frames = [MIX[i % len(MIX)] for i in range(N_SCAPY)]
+    kinds = benchmark.pedantic(_scapy_loop, args=(frames,), rounds=3, iterations=1)
+    assert len(kinds) == N_SCAPY
+    _rate(benchmark, N_SCAPY)

@@ -1,0 +1,600 @@
+/* Frame classifier. See classify.h; the rules are documented in
+ * src/sipedge/_py/classify.py (the twin) and docs/classify.md. */
+#include "classify.h"
+
+#include <string.h>
+
+#define MAX_VLAN_TAGS 8
+#define MAX_V6_EXT 8
+#define MAX_TUNNEL_DEPTH 2
+
+static inline uint16_t be16(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static inline uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* ------------------------------------------------------------------ payload rules */
+
+static int ci_eq(const uint8_t *p, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 'a' && c <= 'z')
+            c = (uint8_t)(c - 32);
+        if (c != (uint8_t)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+static const char *const METHODS[] = {
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
+    "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+};
+
+int sx_is_sip(const uint8_t *p, size_t len)
+{
+    /* keep-alives (RFC 5626): CRLF pong and CRLFCRLF ping */
+    if (len == 2 && p[0] == '\r' && p[1] == '\n')
+        return 1;
+    if (len == 4 && p[0] == '\r' && p[1] == '\n' && p[2] == '\r' && p[3] == '\n')
+        return 1;
+    /* status line: SIP/2.0 SP 3DIGIT SP */
+    if (len >= 12 && ci_eq(p, "SIP/2.0 ", 8)) {
+        return p[8] >= '1' && p[8] <= '6' && p[9] >= '0' && p[9] <= '9' && p[10] >= '0'
+               && p[10] <= '9' && p[11] == ' ';
+    }
+    /* request line: Method SP sip[s]:URI SP SIP/2.0 CRLF */
+    if (len < 4)
+        return 0;
+    switch (p[0]) { /* the first letters of the methods */
+    case 'I': case 'A': case 'B': case 'C': case 'R': case 'O': case 'P': case 'S':
+    case 'N': case 'M': case 'U':
+        break;
+    default:
+        return 0;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
+        size_t n = strlen(METHODS[i]);
+        if (len > n && memcmp(p, METHODS[i], n) == 0 && p[n] == ' ') {
+            m = n + 1;
+            break;
+        }
+    }
+    if (!m)
+        return 0;
+    size_t q = m;
+    if (len - q >= 4 && ci_eq(p + q, "SIP:", 4))
+        q += 4;
+    else if (len - q >= 5 && ci_eq(p + q, "SIPS:", 5))
+        q += 5;
+    else
+        return 0;
+    /* the URI: at least one visible character, up to the next SP */
+    size_t u = q;
+    while (q < len && p[q] > 0x20 && p[q] < 0x7f)
+        q++;
+    if (q == u || q >= len || p[q] != ' ')
+        return 0;
+    q++;
+    if (len - q < 8 || !ci_eq(p + q, "SIP/2.0", 7))
+        return 0;
+    return p[q + 7] == '\r' || p[q + 7] == '\n';
+}
+
+int sx_is_stun(const uint8_t *p, size_t len)
+{
+    if (len < 20 || (p[0] & 0xC0) != 0 || be32(p + 4) != 0x2112A442u)
+        return 0;
+    size_t mlen = be16(p + 2);
+    return (mlen & 3) == 0 && mlen + 20 == len;
+}
+
+int sx_is_rtcp(const uint8_t *p, size_t len)
+{
+    if (len < 8)
+        return 0;
+    size_t q = 0;
+    while (q < len) {
+        if (len - q < 4 || (p[q] >> 6) != 2 || p[q + 1] < 192 || p[q + 1] > 213)
+            return 0;
+        size_t plen = ((size_t)be16(p + q + 2) + 1) * 4;
+        if (plen > len - q)
+            return 0;
+        q += plen;
+        if (len - q < 4)
+            return 1; /* up to 3 stray bytes after the last packet are tolerated */
+    }
+    return 1;
+}
+
+int sx_is_rtp(const uint8_t *p, size_t len)
+{
+    if (len < 12 || (p[0] >> 6) != 2)
+        return 0;
+    unsigned pt = p[1] & 0x7f;
+    if (pt > 34 && pt < 96)
+        return 0;
+    size_t h = 12 + 4 * (size_t)(p[0] & 0x0f);
+    if (h > len)
+        return 0;
+    if (p[0] & 0x10) {
+        if (len - h < 4)
+            return 0;
+        size_t ext = 4 + 4 * (size_t)be16(p + h + 2);
+        if (ext > len - h)
+            return 0;
+        h += ext;
+    }
+    if (p[0] & 0x20) {
+        size_t pad = p[len - 1];
+        if (pad == 0 || pad > len - h)
+            return 0;
+    }
+    return 1;
+}
+
+int sx_is_tls(const uint8_t *p, size_t len)
+{
+    /* a TLS record header: content type 20-24, version 3.0-3.4, length <= 2^14 + 2048 */
+    return len >= 5 && p[0] >= 20 && p[0] <= 24 && p[1] == 3 && p[2] <= 4
+           && be16(p + 3) <= 18432;
+}
+
+int sx_is_ws_sip(const uint8_t *p, size_t len)
+{
+    /* a WebSocket frame (RFC 6455): FIN, no RSV bits, text or binary opcode,
+     * carrying a SIP start line (RFC 7118); the first 512 bytes are unmasked */
+    uint8_t buf[512];
+    if (len < 2 || (p[0] & 0x70) || ((p[0] & 0x0f) != 1 && (p[0] & 0x0f) != 2))
+        return 0;
+    size_t h = 2, plen = p[1] & 0x7f;
+    if (plen == 126) {
+        if (len < 4)
+            return 0;
+        plen = be16(p + 2);
+        h = 4;
+    } else if (plen == 127) {
+        if (len < 10)
+            return 0;
+        uint64_t l64 = ((uint64_t)be32(p + 2) << 32) | be32(p + 6);
+        plen = l64 > 0xFFFFFFFFu ? 0xFFFFFFFFu : (size_t)l64;
+        h = 10;
+    }
+    const uint8_t *key = NULL;
+    if (p[1] & 0x80) {
+        if (len - h < 4)
+            return 0;
+        key = p + h;
+        h += 4;
+    }
+    size_t n = len - h;
+    if (plen < n)
+        n = plen;
+    if (n > sizeof buf)
+        n = sizeof buf;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = key ? (uint8_t)(p[h + i] ^ key[i & 3]) : p[h + i];
+    return sx_is_sip(buf, n);
+}
+
+int sx_media_ports(uint16_t sport, uint16_t dport)
+{
+    if (sport < 1024 || dport < 1024)
+        return 0;
+    static const uint16_t deny[] = {1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 5353, 5355, 6081};
+    for (size_t i = 0; i < sizeof deny / sizeof deny[0]; i++)
+        if (sport == deny[i] || dport == deny[i])
+            return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ layers */
+
+static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth, sx_verdict *v);
+
+/* The order is STUN, SIP, then (media ports only) RTCP, RTP. Each test needs
+ * particular top two bits in the first byte (STUN 00; SIP: CR or an upper-case
+ * letter, 00 or 01; RTP/RTCP version 2, 10), so dispatching on them first
+ * gives the same answer as trying the tests in order, only faster. */
+static void udp_payload(const uint8_t *p, size_t len, sx_verdict *v)
+{
+    if (len == 0)
+        return;
+    switch (p[0] >> 6) {
+    case 0:
+        if (sx_is_stun(p, len))
+            v->kind = SX_K_STUN;
+        else if (sx_is_sip(p, len))
+            v->kind = SX_K_SIP;
+        return;
+    case 1:
+        if (sx_is_sip(p, len))
+            v->kind = SX_K_SIP;
+        return;
+    case 2:
+        if (sx_media_ports(v->sport, v->dport)) {
+            if (sx_is_rtcp(p, len))
+                v->kind = SX_K_RTCP;
+            else if (sx_is_rtp(p, len))
+                v->kind = SX_K_RTP;
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+/* GRE (RFC 2784/2890) carrying IP, Ethernet, or ERSPAN type I/II/III. */
+static void gre(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
+{
+    if (depth >= MAX_TUNNEL_DEPTH || end - off < 4)
+        return;
+    uint16_t fl = be16(f + off), pt = be16(f + off + 2);
+    if (fl & 0x0007)
+        return; /* version 1 (PPTP) or unknown */
+    size_t hl = 4 + ((fl & 0xC000) ? 4 : 0) + ((fl & 0x2000) ? 4 : 0) + ((fl & 0x1000) ? 4 : 0);
+    if (end - off < hl)
+        return;
+    off += hl;
+    uint16_t et;
+    if (pt == 0x0800 || pt == 0x86DD) {
+        l3(f, off, end, pt, depth + 1, v);
+        return;
+    }
+    if (pt == 0x88BE) { /* ERSPAN II (with sequence number) or I (without) */
+        if (fl & 0x1000) {
+            if (end - off < 8)
+                return;
+            off += 8;
+        }
+    } else if (pt == 0x22EB) { /* ERSPAN III, optional 8-byte subheader */
+        if (end - off < 12)
+            return;
+        size_t eh = (f[off + 11] & 1) ? 20 : 12;
+        if (end - off < eh)
+            return;
+        off += eh;
+    } else if (pt != 0x6558) {
+        return;
+    }
+    /* inner Ethernet frame */
+    if (end - off < 14)
+        return;
+    et = be16(f + off + 12);
+    off += 14;
+    for (int i = 0; i < MAX_VLAN_TAGS && (et == 0x8100 || et == 0x88A8 || et == 0x9100); i++) {
+        if (end - off < 4)
+            return;
+        et = be16(f + off + 2);
+        off += 4;
+    }
+    if (et == 0x0800 || et == 0x86DD)
+        l3(f, off, end, et, depth + 1, v);
+}
+
+static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
+{
+    const uint8_t *p = f + off;
+    size_t n = end - off;
+    switch (v->proto) {
+    case 17: /* UDP */
+        if (n < 8) {
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        v->sport = be16(p);
+        v->dport = be16(p + 2);
+        {
+            size_t ulen = be16(p + 4);
+            size_t plen = n - 8;
+            if (ulen >= 8 && ulen - 8 < plen)
+                plen = ulen - 8;
+            udp_payload(p + 8, plen, v);
+        }
+        return;
+    case 6: /* TCP */
+        if (n < 20) {
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        v->sport = be16(p);
+        v->dport = be16(p + 2);
+        {
+            size_t doff = (size_t)(p[12] >> 4) * 4;
+            if (doff < 20 || doff > n) {
+                v->flags |= SX_F_BAD;
+                return;
+            }
+            size_t plen = n - doff;
+            if (sx_is_sip(p + doff, plen))
+                v->kind = SX_K_SIP;
+            else if (sx_is_tls(p + doff, plen) || (plen && (v->sport == 5061 || v->dport == 5061)))
+                v->kind = SX_K_TLS;
+            else if (sx_is_ws_sip(p + doff, plen))
+                v->kind = SX_K_SIP;
+        }
+        return;
+    case 132: /* SCTP: SIP in the first DATA chunk */
+        if (n < 12) {
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        v->sport = be16(p);
+        v->dport = be16(p + 2);
+        {
+            size_t q = 12;
+            while (n - q >= 4) {
+                size_t clen = be16(p + q + 2);
+                if (clen < 4 || clen > n - q)
+                    return;
+                if (p[q] == 0) {
+                    if (clen >= 16 && sx_is_sip(p + q + 16, clen - 16))
+                        v->kind = SX_K_SIP;
+                    return;
+                }
+                q += (clen + 3) & ~(size_t)3;
+                if (q > n)
+                    return;
+            }
+        }
+        return;
+    case 47:
+        gre(f, off, end, depth, v);
+        return;
+    default:
+        return;
+    }
+}
+
+/* IPv4 or IPv6 header at off; end bounds the packet. */
+static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth, sx_verdict *v)
+{
+    const uint8_t *p = f + off;
+    size_t n = end - off;
+    /* an inner packet (tunnel) replaces what the outer one said */
+    v->kind = SX_K_OTHER;
+    v->sport = v->dport = 0;
+    v->proto = -1;
+    v->flags &= (uint8_t)~(SX_F_NOT_IP | SX_F_FRAG_FIRST | SX_F_FRAG_LATER);
+    if (et == 0x0800) {
+        v->ipver = 4;
+        memset(v->src, 0, 16);
+        memset(v->dst, 0, 16);
+        if (n < 20 || (p[0] >> 4) != 4) {
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        size_t ihl = (size_t)(p[0] & 0x0f) * 4;
+        if (ihl < 20 || ihl > n) {
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        memcpy(v->src, p + 12, 4);
+        memcpy(v->dst, p + 16, 4);
+        v->proto = p[9];
+        size_t tot = be16(p + 2);
+        if (tot >= ihl) {
+            if (tot < n)
+                end = off + tot;
+        } else if (tot != 0) {
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        uint16_t fo = be16(p + 6);
+        if (fo & 0x1fff) {
+            v->flags |= SX_F_FRAG_LATER;
+            return;
+        }
+        if (fo & 0x2000)
+            v->flags |= SX_F_FRAG_FIRST;
+        l4(f, off + ihl, end, depth, v);
+        return;
+    }
+    /* IPv6 */
+    v->ipver = 6;
+    memset(v->src, 0, 16);
+    memset(v->dst, 0, 16);
+    if (n < 40 || (p[0] >> 4) != 6) {
+        v->flags |= SX_F_BAD;
+        return;
+    }
+    memcpy(v->src, p + 8, 16);
+    memcpy(v->dst, p + 24, 16);
+    size_t plen = be16(p + 4);
+    if (plen && plen < n - 40)
+        end = off + 40 + plen;
+    unsigned nh = p[6];
+    size_t q = off + 40;
+    for (int i = 0; i < MAX_V6_EXT; i++) {
+        if (nh == 0 || nh == 43 || nh == 60 || nh == 135 || nh == 139 || nh == 140) {
+            if (end - q < 8) {
+                v->proto = (int16_t)nh;
+                v->flags |= SX_F_BAD;
+                return;
+            }
+            size_t hl = ((size_t)f[q + 1] + 1) * 8;
+            nh = f[q];
+            if (hl > end - q) {
+                v->proto = (int16_t)nh;
+                v->flags |= SX_F_BAD;
+                return;
+            }
+            q += hl;
+        } else if (nh == 51) { /* AH */
+            if (end - q < 8) {
+                v->proto = (int16_t)nh;
+                v->flags |= SX_F_BAD;
+                return;
+            }
+            size_t hl = ((size_t)f[q + 1] + 2) * 4;
+            nh = f[q];
+            if (hl > end - q) {
+                v->proto = (int16_t)nh;
+                v->flags |= SX_F_BAD;
+                return;
+            }
+            q += hl;
+        } else if (nh == 44) { /* fragment */
+            if (end - q < 8) {
+                v->proto = (int16_t)nh;
+                v->flags |= SX_F_BAD;
+                return;
+            }
+            uint16_t fo = be16(f + q + 2);
+            nh = f[q];
+            q += 8;
+            if (fo & 0xfff8) {
+                v->proto = (int16_t)nh;
+                v->flags |= SX_F_FRAG_LATER;
+                return;
+            }
+            if (fo & 1)
+                v->flags |= SX_F_FRAG_FIRST;
+        } else {
+            break;
+        }
+    }
+    v->proto = (int16_t)nh;
+    l4(f, q, end, depth, v);
+}
+
+/* ------------------------------------------------------------------ entry point */
+
+void sx_cache_init(sx_cache4 *c)
+{
+    for (size_t i = 0; i < SX_CACHE_SLOTS; i++) {
+        c->addr[i] = 0;
+        c->val[i] = -2;
+    }
+}
+
+static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
+{
+    if (!cfg || !cfg->table || v->ipver == 0 || ((v->flags & SX_F_BAD) && v->proto < 0))
+        return;
+    int32_t m;
+    if (v->ipver == 4) {
+        uint32_t a = be32(v->src);
+        if (cache) {
+            size_t slot = (size_t)((a * 2654435761u) >> 24) & (SX_CACHE_SLOTS - 1);
+            if (cache->val[slot] != -2 && cache->addr[slot] == a) {
+                m = cache->val[slot];
+            } else {
+                m = sx_pt_lookup4(cfg->table, a);
+                cache->addr[slot] = a;
+                cache->val[slot] = m;
+            }
+        } else {
+            m = sx_pt_lookup4(cfg->table, a);
+        }
+    } else
+        m = sx_pt_lookup6(cfg->table, sx_u128_from_bytes(v->src));
+    if (m < 0 || (size_t)m >= cfg->nvals)
+        return;
+    v->match = m;
+    uint16_t r = cfg->val_role[m];
+    if (r >= cfg->nroles || !(cfg->roles[r].kinds & (1u << v->kind)))
+        return;
+    uint8_t proto;
+    if (v->proto == 17)
+        proto = SX_P_UDP;
+    else if (v->proto == 6)
+        proto = SX_P_TCP;
+    else
+        return;
+    const sx_role *role = &cfg->roles[r];
+    for (size_t i = 0; i < role->nports; i++) {
+        const sx_portrange *pr = &role->ports[i];
+        if (pr->proto == proto && v->sport >= pr->lo && v->sport <= pr->hi) {
+            v->trusted = 1;
+            return;
+        }
+    }
+}
+
+void sx_classify(const sx_cfg *cfg, const uint8_t *f, size_t len, uint32_t linktype,
+                 sx_verdict *v)
+{
+    sx_classify_cached(cfg, NULL, f, len, linktype, v);
+}
+
+void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, size_t len,
+                        uint32_t linktype, sx_verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    v->proto = -1;
+    v->match = -1;
+    size_t off;
+    uint16_t et;
+    switch (linktype) {
+    case SX_LT_ETHERNET:
+        if (len < 14)
+            goto bad_link;
+        et = be16(f + 12);
+        off = 14;
+        break;
+    case SX_LT_SLL:
+        if (len < 16)
+            goto bad_link;
+        et = be16(f + 14);
+        off = 16;
+        break;
+    case SX_LT_SLL2:
+        if (len < 20)
+            goto bad_link;
+        et = be16(f);
+        off = 20;
+        break;
+    case SX_LT_RAW:
+        if (len < 1)
+            goto bad_link;
+        et = (f[0] >> 4) == 4 ? 0x0800 : (f[0] >> 4) == 6 ? 0x86DD : 0;
+        off = 0;
+        break;
+    case SX_LT_NULL:
+    case SX_LT_LOOP: {
+        /* BSD loopback: a 4-byte address family in either byte order */
+        if (len < 4)
+            goto bad_link;
+        uint32_t le = (uint32_t)f[0] | ((uint32_t)f[1] << 8) | ((uint32_t)f[2] << 16)
+                      | ((uint32_t)f[3] << 24);
+        uint32_t fam = le < 256 ? le : be32(f);
+        et = fam == 2 ? 0x0800 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? 0x86DD : 0;
+        off = 4;
+        break;
+    }
+    case SX_LT_IPV4:
+        et = 0x0800;
+        off = 0;
+        break;
+    case SX_LT_IPV6:
+        et = 0x86DD;
+        off = 0;
+        break;
+    default:
+        v->flags = SX_F_NOT_IP;
+        return;
+    }
+    for (int i = 0; i < MAX_VLAN_TAGS && (et == 0x8100 || et == 0x88A8 || et == 0x9100); i++) {
+        if (len - off < 4)
+            goto bad_link;
+        et = be16(f + off + 2);
+        off += 4;
+    }
+    if (et != 0x0800 && et != 0x86DD) {
+        v->flags = SX_F_NOT_IP;
+        return;
+    }
+    l3(f, off, len, et, 0, v);
+    trust(cfg, cache, v);
+    return;
+bad_link:
+    v->flags = SX_F_NOT_IP | SX_F_BAD;
+}

@@ -1,0 +1,943 @@
+"""Frame classifier and capture readers: the pure-Python twin of ``sipedge._classify``.
+
+Both implementations follow these rules, step for step, and give the same
+:class:`Verdict` (and the same per-frame code) for every input, including
+truncated and random bytes. ``csrc/classify.c`` and ``csrc/capture.c`` are the
+C side.
+
+Link layer (pcap LINKTYPE): 1 Ethernet, 113 Linux cooked (SLL), 276 SLL2,
+101 raw IP (version from the first nibble), 228 raw IPv4, 229 raw IPv6, 0 and
+108 BSD loopback (4-byte address family, either byte order: 2 IPv4; 10, 24,
+28, 30 IPv6). Up to
+8 VLAN tags (0x8100, 0x88a8, 0x9100) are skipped. Anything that is not IPv4 or
+IPv6 is kind ``other`` with ``proto == -1`` and the NOT_IP flag.
+
+IP: IPv4 with options (IHL 5-15); a total length below the header is BAD (0 is
+taken as "unknown", as TSO captures write it); IPv6 with up to 8 extension
+headers (hop-by-hop, routing, destination options, mobility, HIP, shim6, AH,
+fragment). A first fragment (offset 0, more-fragments set) is classified and
+flagged FRAG_FIRST; a later fragment is kind ``other`` with its protocol and
+the FRAG_LATER flag, no ports. GRE (version 0) carrying IPv4/IPv6, Ethernet
+(0x6558) or ERSPAN I/II/III is opened (2 tunnel levels at most) and the inner
+packet is reported.
+
+Transport: UDP, TCP, SCTP (the first DATA chunk is looked at for SIP). Other
+protocols are kind ``other`` with their number in ``proto``.
+
+Payload, UDP: STUN first (top two bits 0, magic cookie 0x2112A442, message
+length a multiple of 4 that ends exactly at the end of the datagram), then
+SIP, then -- only when both ports are >= 1024 and neither is a port of a
+known non-media UDP service (1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061,
+5353, 5355, 6081) -- RTCP, then RTP. DNS (53), NTP (123), SNMP (161/162),
+DHCP, syslog and every other service below 1024 can therefore never be RTP.
+
+- SIP: a keep-alive (exactly CRLF or CRLFCRLF, RFC 5626); a status line
+  ``SIP/2.0 NNN `` (N 1xx-6xx); or a request line ``METHOD sip:URI SIP/2.0``
+  + CR or LF, METHOD one of INVITE ACK BYE CANCEL REGISTER OPTIONS PRACK
+  SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE (case-sensitive), the URI
+  scheme ``sip:`` or ``sips:`` and the version case-insensitive, the URI one or
+  more visible ASCII characters. Any port.
+- RTCP (RFC 3550/5761): at least 8 bytes; a compound of packets each with
+  version 2, packet type 192-213 and a length field that fits, ending exactly
+  at the end of the datagram (up to 3 stray bytes after the last packet are
+  tolerated).
+- RTP: at least 12 bytes, version 2, payload type 0-34 or 96-127 (so never
+  72-76, the RTCP range of RFC 5761, nor the unassigned 35-95), the CSRC list,
+  the header extension (when X is set) and the padding (when P is set, count
+  >= 1) all fit in the datagram.
+
+Payload, TCP: SIP (same start-line check); else a TLS record header
+(content type 20-24, version 3.0-3.4, record length <= 18432) on any port, or
+any non-empty payload with port 5061 on either side, is ``tls``; else a
+WebSocket frame (RFC 6455: FIN set, no RSV bits, text or binary opcode) whose
+first 512 unmasked payload bytes pass the SIP check (SIP over WebSocket, RFC
+7118) is ``sip``; else ``other``. Empty segments (pure
+ACKs) are ``other``.
+
+Trust: the source address is looked up in the allowlist's prefix table. On a
+match the verdict carries that entry's role and edge ("*" for an entry valid
+at every edge). It is trusted when the role may send this kind (``signaling``:
+sip, tls; ``media``: rtp, rtcp, stun; any other role: every kind but
+``other``) and the source port lies in one of the role's port ranges for the
+transport (udp or tcp).
+"""
+from __future__ import annotations
+
+import ipaddress
+import mmap
+import os
+import struct
+from bisect import bisect_right
+from typing import Any, Callable, Iterator, NamedTuple, Optional
+
+from ..errors import CaptureError
+
+KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
+OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
+
+F_FRAG_FIRST = 1
+F_FRAG_LATER = 2
+F_NOT_IP = 4
+F_BAD = 8
+
+LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2 = \
+    0, 1, 101, 108, 113, 228, 229, 276
+
+ROLE_KINDS = {
+    "signaling": (1 << SIP) | (1 << TLS),
+    "media": (1 << RTP) | (1 << RTCP) | (1 << STUN),
+}
+ANY_ROLE_KINDS = (1 << SIP) | (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << TLS)
+ALL_EDGES = "*"
+
+MAX_VLAN_TAGS = 8
+MAX_V6_EXT = 8
+MAX_TUNNEL_DEPTH = 2
+VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+MEDIA_DENY_PORTS = frozenset((1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 5353, 5355, 6081))
+METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"REGISTER", b"OPTIONS", b"PRACK",
+           b"SUBSCRIBE", b"NOTIFY", b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
+_V6_EXT = (0, 43, 60, 135, 139, 140)
+
+
+def _be16(b: bytes, i: int) -> int:
+    return (b[i] << 8) | b[i + 1]
+
+
+# ---------------------------------------------------------------- payload rules
+def is_sip(p: bytes) -> bool:
+    n = len(p)
+    if p == b"\r\n" or p == b"\r\n\r\n":
+        return True
+    if n >= 12 and p[:8].upper() == b"SIP/2.0 ":
+        return (0x31 <= p[8] <= 0x36 and 0x30 <= p[9] <= 0x39 and 0x30 <= p[10] <= 0x39
+                and p[11] == 0x20)
+    m = 0
+    for meth in METHODS:
+        k = len(meth)
+        if n > k and p[:k] == meth and p[k] == 0x20:
+            m = k + 1
+            break
+    if not m:
+        return False
+    q = m
+    if n - q >= 4 and p[q:q + 4].upper() == b"SIP:":
+        q += 4
+    elif n - q >= 5 and p[q:q + 5].upper() == b"SIPS:":
+        q += 5
+    else:
+        return False
+    u = q
+    while q < n and 0x20 < p[q] < 0x7F:
+        q += 1
+    if q == u or q >= n or p[q] != 0x20:
+        return False
+    q += 1
+    if n - q < 8 or p[q:q + 7].upper() != b"SIP/2.0":
+        return False
+    return p[q + 7] in (0x0D, 0x0A)
+
+
+def is_stun(p: bytes) -> bool:
+    n = len(p)
+    if n < 20 or p[0] & 0xC0 or p[4:8] != b"\x21\x12\xa4\x42":
+        return False
+    mlen = _be16(p, 2)
+    return mlen & 3 == 0 and mlen + 20 == n
+
+
+def is_rtcp(p: bytes) -> bool:
+    n = len(p)
+    if n < 8:
+        return False
+    q = 0
+    while q < n:
+        if n - q < 4 or p[q] >> 6 != 2 or not 192 <= p[q + 1] <= 213:
+            return False
+        plen = (_be16(p, q + 2) + 1) * 4
+        if plen > n - q:
+            return False
+        q += plen
+        if n - q < 4:
+            return True  # up to 3 stray bytes after the last packet are tolerated
+    return True
+
+
+def is_rtp(p: bytes) -> bool:
+    n = len(p)
+    if n < 12 or p[0] >> 6 != 2:
+        return False
+    pt = p[1] & 0x7F
+    if 34 < pt < 96:
+        return False
+    h = 12 + 4 * (p[0] & 0x0F)
+    if h > n:
+        return False
+    if p[0] & 0x10:
+        if n - h < 4:
+            return False
+        ext = 4 + 4 * _be16(p, h + 2)
+        if ext > n - h:
+            return False
+        h += ext
+    if p[0] & 0x20:
+        pad = p[n - 1]
+        if pad == 0 or pad > n - h:
+            return False
+    return True
+
+
+def is_tls(p: bytes) -> bool:
+    return (len(p) >= 5 and 20 <= p[0] <= 24 and p[1] == 3 and p[2] <= 4
+            and _be16(p, 3) <= 18432)
+
+
+def is_ws_sip(p: bytes) -> bool:
+    n = len(p)
+    if n < 2 or p[0] & 0x70 or (p[0] & 0x0F) not in (1, 2):
+        return False
+    h, plen = 2, p[1] & 0x7F
+    if plen == 126:
+        if n < 4:
+            return False
+        plen, h = _be16(p, 2), 4
+    elif plen == 127:
+        if n < 10:
+            return False
+        plen, h = min(int.from_bytes(p[2:10], "big"), 0xFFFFFFFF), 10
+    key = None
+    if p[1] & 0x80:
+        if n - h < 4:
+            return False
+        key = p[h:h + 4]
+        h += 4
+    k = min(n - h, plen, 512)
+    data = p[h:h + k]
+    if key is not None:
+        data = bytes(b ^ key[i & 3] for i, b in enumerate(data))
+    return is_sip(data)
+
+
+def media_ports(sport: int, dport: int) -> bool:
+    return (sport >= 1024 and dport >= 1024 and sport not in MEDIA_DENY_PORTS
+            and dport not in MEDIA_DENY_PORTS)
+
+
+# ---------------------------------------------------------------- layers
+class _V:
+    """The mutable verdict of one frame (mirror of C's sx_verdict)."""
+
+    __slots__ = ("kind", "flags", "ipver", "trusted", "proto", "sport", "dport", "match",
+                 "src", "dst")
+
+    def __init__(self) -> None:
+        self.kind = OTHER
+        self.flags = 0
+        self.ipver = 0
+        self.trusted = 0
+        self.proto = -1
+        self.sport = 0
+        self.dport = 0
+        self.match = -1
+        self.src = bytes(16)
+        self.dst = bytes(16)
+
+
+def _udp_payload(p: bytes, v: _V) -> None:
+    if is_stun(p):
+        v.kind = STUN
+    elif is_sip(p):
+        v.kind = SIP
+    elif media_ports(v.sport, v.dport):
+        if is_rtcp(p):
+            v.kind = RTCP
+        elif is_rtp(p):
+            v.kind = RTP
+
+
+def _gre(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
+    if depth >= MAX_TUNNEL_DEPTH or end - off < 4:
+        return
+    fl, pt = _be16(f, off), _be16(f, off + 2)
+    if fl & 7:
+        return
+    hl = 4 + (4 if fl & 0xC000 else 0) + (4 if fl & 0x2000 else 0) + (4 if fl & 0x1000 else 0)
+    if end - off < hl:
+        return
+    off += hl
+    if pt in (0x0800, 0x86DD):
+        _l3(f, off, end, pt, depth + 1, v)
+        return
+    if pt == 0x88BE:
+        if fl & 0x1000:
+            if end - off < 8:
+                return
+            off += 8
+    elif pt == 0x22EB:
+        if end - off < 12:
+            return
+        eh = 20 if f[off + 11] & 1 else 12
+        if end - off < eh:
+            return
+        off += eh
+    elif pt != 0x6558:
+        return
+    if end - off < 14:
+        return
+    et = _be16(f, off + 12)
+    off += 14
+    i = 0
+    while i < MAX_VLAN_TAGS and et in VLAN_TPIDS:
+        if end - off < 4:
+            return
+        et = _be16(f, off + 2)
+        off += 4
+        i += 1
+    if et in (0x0800, 0x86DD):
+        _l3(f, off, end, et, depth + 1, v)
+
+
+def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
+    n = end - off
+    proto = v.proto
+    if proto == 17:
+        if n < 8:
+            v.flags |= F_BAD
+            return
+        v.sport = _be16(f, off)
+        v.dport = _be16(f, off + 2)
+        ulen = _be16(f, off + 4)
+        plen = n - 8
+        if ulen >= 8 and ulen - 8 < plen:
+            plen = ulen - 8
+        _udp_payload(f[off + 8:off + 8 + plen], v)
+    elif proto == 6:
+        if n < 20:
+            v.flags |= F_BAD
+            return
+        v.sport = _be16(f, off)
+        v.dport = _be16(f, off + 2)
+        doff = (f[off + 12] >> 4) * 4
+        if doff < 20 or doff > n:
+            v.flags |= F_BAD
+            return
+        p = f[off + doff:end]
+        if is_sip(p):
+            v.kind = SIP
+        elif is_tls(p) or (p and (v.sport == 5061 or v.dport == 5061)):
+            v.kind = TLS
+        elif is_ws_sip(p):
+            v.kind = SIP
+    elif proto == 132:
+        if n < 12:
+            v.flags |= F_BAD
+            return
+        v.sport = _be16(f, off)
+        v.dport = _be16(f, off + 2)
+        q = 12
+        while n - q >= 4:
+            clen = _be16(f, off + q + 2)
+            if clen < 4 or clen > n - q:
+                return
+            if f[off + q] == 0:
+                if clen >= 16 and is_sip(f[off + q + 16:off + q + clen]):
+                    v.kind = SIP
+                return
+            q += (clen + 3) & ~3
+            if q > n:
+                return
+    elif proto == 47:
+        _gre(f, off, end, depth, v)
+
+
+def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
+    n = end - off
+    v.kind = OTHER
+    v.sport = v.dport = 0
+    v.proto = -1
+    v.flags &= ~(F_NOT_IP | F_FRAG_FIRST | F_FRAG_LATER)
+    v.src = v.dst = bytes(16)
+    if et == 0x0800:
+        v.ipver = 4
+        if n < 20 or f[off] >> 4 != 4:
+            v.flags |= F_BAD
+            return
+        ihl = (f[off] & 0x0F) * 4
+        if ihl < 20 or ihl > n:
+            v.flags |= F_BAD
+            return
+        v.src = f[off + 12:off + 16] + bytes(12)
+        v.dst = f[off + 16:off + 20] + bytes(12)
+        v.proto = f[off + 9]
+        tot = _be16(f, off + 2)
+        if tot >= ihl:
+            if tot < n:
+                end = off + tot
+        elif tot != 0:
+            v.flags |= F_BAD
+            return
+        fo = _be16(f, off + 6)
+        if fo & 0x1FFF:
+            v.flags |= F_FRAG_LATER
+            return
+        if fo & 0x2000:
+            v.flags |= F_FRAG_FIRST
+        _l4(f, off + ihl, end, depth, v)
+        return
+    v.ipver = 6
+    if n < 40 or f[off] >> 4 != 6:
+        v.flags |= F_BAD
+        return
+    v.src = f[off + 8:off + 24]
+    v.dst = f[off + 24:off + 40]
+    plen = _be16(f, off + 4)
+    if plen and plen < n - 40:
+        end = off + 40 + plen
+    nh = f[off + 6]
+    q = off + 40
+    for _ in range(MAX_V6_EXT):
+        if nh in _V6_EXT or nh == 51:
+            if end - q < 8:
+                v.proto = nh
+                v.flags |= F_BAD
+                return
+            hl = (f[q + 1] + 1) * 8 if nh != 51 else (f[q + 1] + 2) * 4
+            nh = f[q]
+            if hl > end - q:
+                v.proto = nh
+                v.flags |= F_BAD
+                return
+            q += hl
+        elif nh == 44:
+            if end - q < 8:
+                v.proto = nh
+                v.flags |= F_BAD
+                return
+            fo = _be16(f, q + 2)
+            nh = f[q]
+            q += 8
+            if fo & 0xFFF8:
+                v.proto = nh
+                v.flags |= F_FRAG_LATER
+                return
+            if fo & 1:
+                v.flags |= F_FRAG_FIRST
+        else:
+            break
+    v.proto = nh
+    _l4(f, q, end, depth, v)
+
+
+def _parse(f: bytes, linktype: int) -> _V:
+    """The verdict of one frame, before the allowlist is consulted."""
+    v = _V()
+    n = len(f)
+    if linktype == LT_ETHERNET:
+        if n < 14:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        et, off = _be16(f, 12), 14
+    elif linktype == LT_SLL:
+        if n < 16:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        et, off = _be16(f, 14), 16
+    elif linktype == LT_SLL2:
+        if n < 20:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        et, off = _be16(f, 0), 20
+    elif linktype == LT_RAW:
+        if n < 1:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        ver = f[0] >> 4
+        et, off = (0x0800 if ver == 4 else 0x86DD if ver == 6 else 0), 0
+    elif linktype == LT_NULL or linktype == LT_LOOP:
+        if n < 4:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        le = int.from_bytes(f[:4], "little")
+        fam = le if le < 256 else int.from_bytes(f[:4], "big")
+        et = 0x0800 if fam == 2 else 0x86DD if fam in (10, 24, 28, 30) else 0
+        off = 4
+    elif linktype == LT_IPV4:
+        et, off = 0x0800, 0
+    elif linktype == LT_IPV6:
+        et, off = 0x86DD, 0
+    else:
+        v.flags = F_NOT_IP
+        return v
+    i = 0
+    while i < MAX_VLAN_TAGS and et in VLAN_TPIDS:
+        if n - off < 4:
+            v.flags = F_NOT_IP | F_BAD
+            return v
+        et = _be16(f, off + 2)
+        off += 4
+        i += 1
+    if et != 0x0800 and et != 0x86DD:
+        v.flags = F_NOT_IP
+        return v
+    _l3(f, off, n, et, 0, v)
+    return v
+
+
+# ---------------------------------------------------------------- allowlist config
+class Config:
+    """What a Classifier derives from an allowlist, once (shared by both twins).
+
+    ``values``: the prefix table's values (Match objects); ``val_role`` and
+    ``val_edge`` map a value index to a role index and an edge index; ``edges``
+    are the edge names ("*" for entries valid at every edge); ``role_kinds``
+    the kind bitmask and ``role_ports`` the (low, high, proto number) port
+    ranges of each role.
+    """
+
+    def __init__(self, allowlist: Any) -> None:
+        self.allowlist = allowlist
+        table = allowlist._table if allowlist is not None else None
+        self.table = table
+        self.values: list = list(table.values) if table is not None else []
+        self.roles: list[str] = list(allowlist.ports) if allowlist is not None else []
+        self.edges: list[str] = []
+        self.val_role: list[int] = []
+        self.val_edge: list[int] = []
+        for m in self.values:
+            if m.role not in self.roles:
+                self.roles.append(m.role)
+            edge = ALL_EDGES if m.edge is None else m.edge
+            if edge not in self.edges:
+                self.edges.append(edge)
+            self.val_role.append(self.roles.index(m.role))
+            self.val_edge.append(self.edges.index(edge))
+        if len(self.roles) > 65535 or len(self.edges) > 65535:
+            raise ValueError("an allowlist with more than 65535 roles or edges")
+        self.role_kinds = [ROLE_KINDS.get(r, ANY_ROLE_KINDS) for r in self.roles]
+        self.role_ports = []
+        for r in self.roles:
+            ports = allowlist.ports.get(r, []) if allowlist is not None else []
+            self.role_ports.append([(p.low, p.high, 17 if p.proto == "udp" else 6) for p in ports])
+        # flattened ranges for the twin's own search
+        self._r4 = table.ranges(4) if table is not None else []
+        self._r6 = table.ranges(6) if table is not None else []
+        self._lo4 = [r[0] for r in self._r4]
+        self._lo6 = [r[0] for r in self._r6]
+
+    def lookup(self, ipver: int, addr: bytes) -> int:
+        if ipver == 4:
+            a, los, rs = int.from_bytes(addr[:4], "big"), self._lo4, self._r4
+        else:
+            a, los, rs = int.from_bytes(addr, "big"), self._lo6, self._r6
+        i = bisect_right(los, a) - 1
+        if i >= 0 and a <= rs[i][1]:
+            return rs[i][2]
+        return -1
+
+    def edge_of(self, match: int) -> Optional[str]:
+        return self.edges[self.val_edge[match]] if 0 <= match < len(self.val_edge) else None
+
+    def role_of(self, match: int) -> Optional[str]:
+        return self.roles[self.val_role[match]] if 0 <= match < len(self.val_role) else None
+
+
+def _trust(cfg: Config, v: _V) -> None:
+    if cfg.table is None or v.ipver == 0 or (v.flags & F_BAD and v.proto < 0):
+        return
+    m = cfg.lookup(v.ipver, v.src)
+    if m < 0 or m >= len(cfg.values):
+        return
+    v.match = m
+    r = cfg.val_role[m]
+    if not cfg.role_kinds[r] & (1 << v.kind):
+        return
+    if v.proto not in (17, 6):
+        return
+    for lo, hi, proto in cfg.role_ports[r]:
+        if proto == v.proto and lo <= v.sport <= hi:
+            v.trusted = 1
+            return
+
+
+def code_of(kind: int, trusted: int, flags: int, match: int) -> int:
+    return kind | (trusted << 3) | (flags << 4) | ((match + 1) << 8)
+
+
+# ---------------------------------------------------------------- results
+def _addr(ipver: int, raw: bytes) -> Optional[str]:
+    if ipver == 4:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if ipver == 6:
+        return str(ipaddress.IPv6Address(raw[:16]))
+    return None
+
+
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+
+
+def proto_name(proto: int) -> Optional[str]:
+    if proto < 0:
+        return None
+    return _PROTO_NAMES.get(proto, str(proto))
+
+
+def fragment_name(flags: int) -> Optional[str]:
+    if flags & F_FRAG_LATER:
+        return "later"
+    if flags & F_FRAG_FIRST:
+        return "first"
+    return None
+
+
+class Verdict:
+    """What one frame is and whether its source is trusted.
+
+    ``kind``: sip, rtp, rtcp, stun, tls or other; ``trusted``; ``role`` and
+    ``edge`` of the allowlist entry holding the source (None when none does;
+    edge "*" for an entry valid at every edge); ``src``/``dst`` addresses (None
+    when not IP); ``proto``: the IP protocol number (-1 when not IP);
+    ``sport``/``dport`` (0 without a transport header); ``fragment``: None,
+    "first" or "later"; ``flags``: FRAG_FIRST 1, FRAG_LATER 2, NOT_IP 4, BAD 8.
+    """
+
+    __slots__ = ("_v", "_cfg")
+
+    def __init__(self, v: _V, cfg: Config) -> None:
+        self._v = v
+        self._cfg = cfg
+
+    kind = property(lambda self: KINDS[self._v.kind])
+    trusted = property(lambda self: bool(self._v.trusted))
+    role = property(lambda self: self._cfg.role_of(self._v.match))
+    edge = property(lambda self: self._cfg.edge_of(self._v.match))
+    src = property(lambda self: _addr(self._v.ipver, self._v.src))
+    dst = property(lambda self: _addr(self._v.ipver, self._v.dst))
+    proto = property(lambda self: self._v.proto)
+    sport = property(lambda self: self._v.sport)
+    dport = property(lambda self: self._v.dport)
+    flags = property(lambda self: self._v.flags)
+    ipver = property(lambda self: self._v.ipver)
+    fragment = property(lambda self: fragment_name(self._v.flags))
+    transport = property(lambda self: proto_name(self._v.proto))
+    code = property(lambda self: code_of(self._v.kind, self._v.trusted, self._v.flags,
+                                         self._v.match))
+
+    def _astuple(self) -> tuple:
+        return (self.kind, self.trusted, self.role, self.edge, self.src, self.dst, self.proto,
+                self.sport, self.dport, self.fragment, self.flags)
+
+    def __eq__(self, other: object) -> bool:
+        if not hasattr(other, "_astuple"):
+            return NotImplemented
+        return self._astuple() == other._astuple()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._astuple())
+
+    def __repr__(self) -> str:
+        return verdict_repr(self)
+
+
+def verdict_repr(v: Any) -> str:
+    return (f"Verdict(kind={v.kind!r}, trusted={v.trusted}, role={v.role!r}, edge={v.edge!r}, "
+            f"src={v.src!r}, dst={v.dst!r}, proto={v.proto}, sport={v.sport}, dport={v.dport}, "
+            f"fragment={v.fragment!r})")
+
+
+class FrameInfo(NamedTuple):
+    number: int  # 1-based, as tshark counts
+    kind: str
+    trusted: bool
+    role: Optional[str]
+    edge: Optional[str]
+    fragment: Optional[str]
+    flags: int
+
+
+class Report:
+    """The result of classifying a capture: counts and, on request, frame codes.
+
+    ``counts``: {(kind, trusted, edge): frames} for every non-zero cell (edge
+    None: the source matched no allowlist entry). ``codes``: one 32-bit code
+    per frame (``kind | trusted << 3 | flags << 4 | (match + 1) << 8``) when
+    asked for, else None.
+    """
+
+    def __init__(self, source: str, frames: int, raw_counts: list, cfg: Config,
+                 codes: Any = None) -> None:
+        self.source = source
+        self.frames = frames
+        self._cfg = cfg
+        slots = [None] + list(cfg.edges)
+        counts: dict = {}
+        width = len(slots)
+        for i, n in enumerate(raw_counts):
+            if n:
+                kt, slot = divmod(i, width)
+                kind, trusted = divmod(kt, 2)
+                counts[(KINDS[kind], bool(trusted), slots[slot])] = n
+        self.counts = counts
+        self.codes = codes
+
+    def by_kind(self) -> dict:
+        out = {k: 0 for k in KINDS}
+        for (kind, _, _), n in self.counts.items():
+            out[kind] += n
+        return out
+
+    @property
+    def trusted(self) -> int:
+        return sum(n for (_, t, _), n in self.counts.items() if t)
+
+    def frame(self, i: int) -> FrameInfo:
+        """Frame *i* (0-based index) from the codes; needs ``frames=True``."""
+        if self.codes is None:
+            raise ValueError("this report has no per-frame codes: classify with frames=True")
+        c = self.codes[i]
+        m = (c >> 8) - 1
+        return FrameInfo(i + 1, KINDS[c & 7], bool(c & 8), self._cfg.role_of(m),
+                         self._cfg.edge_of(m), fragment_name((c >> 4) & 15), (c >> 4) & 15)
+
+    def iter_frames(self) -> Iterator[FrameInfo]:
+        for i in range(len(self.codes) if self.codes is not None else 0):
+            yield self.frame(i)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "frames": self.frames,
+            "by_kind": self.by_kind(),
+            "trusted": self.trusted,
+            "counts": [{"kind": k, "trusted": t, "edge": e, "frames": n}
+                       for (k, t, e), n in sorted(self.counts.items(),
+                                                  key=lambda kv: (KINDS.index(kv[0][0]),
+                                                                  not kv[0][1], kv[0][2] or ""))],
+        }
+
+    def __repr__(self) -> str:
+        return f"Report(source={self.source!r}, frames={self.frames}, by_kind={self.by_kind()})"
+
+
+# ---------------------------------------------------------------- capture reading
+def capture_error(source: str, msg: str, off: int, val: int) -> CaptureError:
+    return CaptureError(f"{source}: byte offset {off}: {msg} (value {val}); "
+                        "the file is not a valid pcap/pcapng capture or was cut short")
+
+
+MAX_FRAME = 16 * 1024 * 1024
+#: progress(bytes_done, bytes_total) is called after every this many frames
+PROGRESS_FRAMES = 1 << 20
+MAX_IF = 1024
+
+
+class _CapErr(Exception):
+    def __init__(self, msg: str, off: int, val: int) -> None:
+        super().__init__(msg)
+        self.msg, self.off, self.val = msg, off, val
+
+
+def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
+    """(linktype, frame bytes, offset after the record) of each frame of a
+    pcap/pcapng image; _CapErr on errors."""
+    # slicing an mmap or bytes copies: no buffer export outlives this walk
+    mv = buf.cast("B") if isinstance(buf, memoryview) else buf
+    n = len(mv)
+    if n < 4:
+        raise _CapErr("file too short for a pcap or pcapng header", 0, n)
+    magic = int.from_bytes(mv[:4], "little")
+    if magic == 0x0A0D0D0A:
+        yield from _iter_pcapng(mv)
+        return
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        e = "<"
+    elif magic in (0xD4C3B2A1, 0x4D3CB2A1):
+        e = ">"
+    else:
+        raise _CapErr("not a pcap or pcapng file (unknown magic number)", 0, magic)
+    if n < 24:
+        raise _CapErr("truncated pcap file header (24 bytes needed)", 0, n)
+    major = struct.unpack_from(e + "H", mv, 4)[0]
+    if major != 2:
+        raise _CapErr("unsupported pcap major version", 4, major)
+    linktype = struct.unpack_from(e + "I", mv, 20)[0] & 0xFFFF
+    off = 24
+    hdr = struct.Struct(e + "II")
+    while off != n:
+        if n - off < 16:
+            raise _CapErr("truncated pcap record header", off, n - off)
+        incl, _orig = hdr.unpack_from(mv, off + 8)
+        if incl > MAX_FRAME:
+            raise _CapErr("pcap record length over the limit of 16 MiB", off + 8, incl)
+        if incl > n - off - 16:
+            raise _CapErr("truncated pcap record (captured length past the end of the file)",
+                          off + 8, incl)
+        off += 16 + incl
+        yield linktype, bytes(mv[off - incl:off]), off
+
+
+def _pcapng_shb(mv: Any, off: int) -> str:
+    """Check the section header block at *off*; its byte order ("<" or ">")."""
+    if len(mv) - off < 28:
+        raise _CapErr("truncated pcapng section header block", off, 0)
+    bom = int.from_bytes(mv[off + 8:off + 12], "little")
+    if bom == 0x1A2B3C4D:
+        e = "<"
+    elif bom == 0x4D3C2B1A:
+        e = ">"
+    else:
+        raise _CapErr("bad byte-order magic in pcapng section header block", off + 8, bom)
+    major = struct.unpack_from(e + "H", mv, off + 12)[0]
+    if major != 1:
+        raise _CapErr("unsupported pcapng major version", off + 12, major)
+    return e
+
+
+def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
+    _pcapng_shb(mv, 0)
+    n = len(mv)
+    off = 0
+    e = "<"
+    ifs: list[int] = []
+    while off != n:
+        if n - off < 12:
+            raise _CapErr("truncated pcapng block header", off, n - off)
+        btype = int.from_bytes(mv[off:off + 4], "little")
+        if btype == 0x0A0D0D0A:
+            e = _pcapng_shb(mv, off)
+            ifs = []
+        blen = struct.unpack_from(e + "I", mv, off + 4)[0]
+        if blen < 12 or blen & 3:
+            raise _CapErr("bad pcapng block length (under 12 or not a multiple of 4)",
+                          off + 4, blen)
+        if blen > n - off:
+            raise _CapErr("truncated pcapng block (length past the end of the file)", off + 4, blen)
+        tail = struct.unpack_from(e + "I", mv, off + blen - 4)[0]
+        if tail != blen:
+            raise _CapErr("pcapng block length at the end of the block differs from the start",
+                          off + blen - 4, tail)
+        start = off
+        off += blen
+        if btype != 0x0A0D0D0A:
+            btype = struct.unpack_from(e + "I", mv, start)[0]
+        body = blen - 12
+        if btype == 1:
+            if blen < 20:
+                raise _CapErr("pcapng interface description block too short", start + 4, blen)
+            if len(ifs) >= MAX_IF:
+                raise _CapErr("too many pcapng interfaces in one section (limit 1024)", start,
+                              len(ifs))
+            ifs.append(struct.unpack_from(e + "H", mv, start + 8)[0])
+        elif btype in (6, 2):
+            if body < 20:
+                raise _CapErr("pcapng packet block too short", start + 4, blen)
+            if btype == 6:
+                ifc = struct.unpack_from(e + "I", mv, start + 8)[0]
+            else:
+                ifc = struct.unpack_from(e + "H", mv, start + 8)[0]
+            incl = struct.unpack_from(e + "I", mv, start + 20)[0]
+            if ifc >= len(ifs):
+                raise _CapErr("pcapng packet block names an undeclared interface", start + 8, ifc)
+            if incl > body - 20:
+                raise _CapErr("pcapng captured length past the end of its block", start + 20, incl)
+            yield ifs[ifc], bytes(mv[start + 28:start + 28 + incl]), off
+        elif btype == 3:
+            if body < 4:
+                raise _CapErr("pcapng simple packet block too short", start + 4, blen)
+            if not ifs:
+                raise _CapErr("pcapng simple packet block before any interface", start, 0)
+            orig = struct.unpack_from(e + "I", mv, start + 8)[0]
+            incl = min(body - 4, orig)
+            yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
+
+
+def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
+    """Map *path* read-only: (buffer, close). CaptureError when it cannot be read."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot open capture: {e.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return b"", lambda: None
+        m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot map capture: {e.strerror}") from None
+    except ValueError as e:
+        raise CaptureError(f"{path}: cannot map capture: {e}") from None
+    finally:
+        os.close(fd)
+    return m, m.close
+
+
+# ---------------------------------------------------------------- the classifier
+class Classifier:
+    """Classify frames against an allowlist (the pure-Python twin)."""
+
+    def __init__(self, allowlist: Any = None) -> None:
+        if allowlist is None:
+            from ..allowlist import Allowlist
+
+            allowlist = Allowlist.twilio()
+        self.allowlist = allowlist
+        self._cfg = Config(allowlist)
+
+    @property
+    def edges(self) -> list[str]:
+        return list(self._cfg.edges)
+
+    def _verdict(self, frame: bytes, linktype: int) -> _V:
+        v = _parse(frame, linktype)
+        _trust(self._cfg, v)
+        return v
+
+    def classify(self, frame: Any, linktype: int = 1) -> Verdict:
+        """The verdict of one frame (bytes-like) of pcap link type *linktype*."""
+        return Verdict(self._verdict(bytes(frame), int(linktype)), self._cfg)
+
+    def code(self, frame: Any, linktype: int = 1) -> int:
+        """The compact code of one frame (as in ``Report.codes``)."""
+        v = self._verdict(bytes(frame), int(linktype))
+        return code_of(v.kind, v.trusted, v.flags, v.match)
+
+    def _run(self, buf: Any, source: str, frames: bool,
+             progress: Optional[Callable[[int, int], None]]) -> Report:
+        cfg = self._cfg
+        width = len(cfg.edges) + 1
+        counts = [0] * (len(KINDS) * 2 * width)
+        codes = [] if frames else None
+        total = len(buf)
+        k = 0
+        try:
+            for linktype, f, pos in iter_capture(buf):
+                v = self._verdict(f, linktype)
+                slot = cfg.val_edge[v.match] + 1 if v.match >= 0 else 0
+                counts[(v.kind * 2 + v.trusted) * width + slot] += 1
+                if codes is not None:
+                    codes.append(code_of(v.kind, v.trusted, v.flags, v.match))
+                k += 1
+                if progress is not None and k % PROGRESS_FRAMES == 0:
+                    progress(pos, total)
+        except _CapErr as e:
+            raise capture_error(source, e.msg, e.off, e.val) from None
+        if codes is not None:
+            import array
+
+            codes = array.array("I", codes)
+        return Report(source, k, counts, cfg, codes)
+
+    def classify_buffer(self, buf: Any, frames: bool = False,
+                        progress: Optional[Callable[[int, int], None]] = None,
+                        source: str = "<buffer>") -> Report:
+        """Classify every frame of a pcap/pcapng image held in memory."""
+        return self._run(buf, source, frames, progress)
+
+    def classify_pcap(self, path: str, frames: bool = False,
+                      progress: Optional[Callable[[int, int], None]] = None) -> Report:
+        """Classify every frame of a pcap or pcapng file (memory-mapped)."""
+        buf, close = open_capture(path)
+        try:
+            return self._run(buf, os.fspath(path), frames, progress)
+        finally:
+            close()

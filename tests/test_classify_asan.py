@@ -1,0 +1,43 @@
+"""The classifier's tests once more against the ASan/UBSan debug build
+(``make test-asan``: built into build/asan, the in-place modules untouched)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import IMPLEMENTATIONS, require_tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNDER_ASAN = os.environ.get("SIPEDGE_EXPECT_ASAN") == "1"
+
+
+def test_asan_build_is_the_one_loaded():
+    """Under `make test-asan`, the classifier really is the sanitized build."""
+    if not UNDER_ASAN:
+        pytest.skip("only meaningful inside `make test-asan`")
+    from sipedge import _impl
+
+    mod = _impl.native("classify")
+    assert os.sep + os.path.join("asan", "lib", "sipedge") in mod.__file__
+    with open(mod.__file__, "rb") as f:
+        assert b"__asan_init" in f.read()
+
+
+@pytest.mark.slow
+def test_suite_under_asan_ubsan():
+    if UNDER_ASAN:
+        pytest.skip("already running under ASan")
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("no native build in this run (SIPEDGE_NO_EXTENSIONS=1): nothing to sanitize")
+    require_tool("make", "gcc")
+    env = dict(os.environ, PYTHON=sys.executable)
+    r = subprocess.run(["make", "-s", "test-asan",
+                        "ASAN_PYTEST_ARGS=tests/test_classify.py tests/test_classify_random.py "
+                        "tests/test_capture.py tests/test_conformance.py "
+                        "tests/test_classify_asan.py -m 'not netns'"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    tail = (r.stdout + r.stderr)[-4000:]
+    assert r.returncode == 0, tail
+    assert "passed" in r.stdout and "ERROR: AddressSanitizer" not in r.stderr, tail
+    assert "runtime error:" not in r.stderr, tail
