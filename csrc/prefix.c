@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SX_IDX4_SIZE 65536u
+
 sx_ptable *sx_pt_new(size_t n4, size_t n6)
 {
     sx_ptable *t = calloc(1, sizeof *t);
@@ -36,6 +38,7 @@ void sx_pt_free(sx_ptable *t)
     free(t->lo6);
     free(t->hi6);
     free(t->val6);
+    free(t->idx4);
     free(t);
 }
 
@@ -66,10 +69,37 @@ long sx_pt_check(const sx_ptable *t)
     return 0;
 }
 
+int sx_pt_index(sx_ptable *t)
+{
+    if (t->n4 > UINT32_MAX - 1)
+        return -1;
+    uint32_t *idx = malloc((SX_IDX4_SIZE + 1) * sizeof *idx);
+    if (!idx)
+        return -1;
+    size_t j = 0;
+    for (uint64_t k = 0; k <= SX_IDX4_SIZE; k++) {
+        while (j < t->n4 && (uint64_t)t->lo4[j] < (k << 16))
+            j++;
+        idx[k] = (uint32_t)j;
+    }
+    free(t->idx4);
+    t->idx4 = idx;
+    return 0;
+}
+
 int32_t sx_pt_lookup4(const sx_ptable *t, uint32_t a)
 {
-    size_t n = t->n4;
     const uint32_t *base = t->lo4;
+    size_t n = t->n4;
+    if (t->idx4) {
+        /* the answer is the last range with lo <= a: one of those starting in
+         * a's /16, or the one just before them */
+        size_t first = t->idx4[a >> 16];
+        size_t end = t->idx4[(a >> 16) + 1];
+        size_t start = first ? first - 1 : 0;
+        base += start;
+        n = end - start;
+    }
     if (n == 0 || a < base[0])
         return -1;
     /* branch-free: the last range whose lo <= a */

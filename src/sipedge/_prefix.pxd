@@ -14,6 +14,7 @@ cdef extern from "prefix.h":
         sx_u128 *hi6
         int32_t *val6
     sx_ptable *sx_pt_new(size_t n4, size_t n6) nogil
+    int sx_pt_index(sx_ptable *t) nogil
     void sx_pt_free(sx_ptable *t) nogil
     long sx_pt_check(const sx_ptable *t) nogil
     int32_t sx_pt_lookup4(const sx_ptable *t, uint32_t addr4) nogil
@@ -27,3 +28,4 @@ cdef class PrefixTable:
     cdef sx_ptable *t
     cdef list _values
     cdef int32_t _index(self, object addr) except -2
+    cdef _finish(self)
