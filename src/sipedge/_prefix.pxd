@@ -22,6 +22,10 @@ cdef extern from "prefix.h":
     sx_u128 sx_u128_from_bytes(const uint8_t *b) nogil
     int sx_parse_ip(const char *s, size_t length, uint8_t *out) nogil
 
+cdef extern from "prefix_inline.h":
+    int32_t sx_pt_lookup4_inline(const sx_ptable *t, uint32_t a) nogil
+    int sx_parse_ip4_inline(const char *s, size_t length, uint32_t *out) nogil
+
 
 cdef class PrefixTable:
     """Other native modules (the classifier) cimport this to search in C."""

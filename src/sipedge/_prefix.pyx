@@ -11,6 +11,11 @@ import ipaddress
 from sipedge._py.prefix import blocks_of
 from sipedge.errors import AddressError
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object u)
+    void *PyUnicode_DATA(object u)
+    Py_ssize_t PyUnicode_GET_LENGTH(object u)
+
 cdef uint64_t _M64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -130,7 +135,15 @@ cdef class PrefixTable:
 
     def get(self, addr):
         """The value of the most specific entry covering *addr*, else None (one argument)."""
-        cdef int32_t i = self._index(addr)
+        cdef uint32_t a4
+        cdef int32_t i
+        # hot path, no call out of this function: an IPv4 address as an ASCII str
+        if (type(addr) is str and PyUnicode_IS_COMPACT_ASCII(addr)
+                and sx_parse_ip4_inline(<const char *>PyUnicode_DATA(addr),
+                                        <size_t>PyUnicode_GET_LENGTH(addr), &a4)):
+            i = sx_pt_lookup4_inline(self.t, a4)
+        else:
+            i = self._index(addr)
         if i < 0:
             return None
         return self._values[i]
@@ -144,6 +157,11 @@ cdef class PrefixTable:
         return self._values[i]
 
     def __contains__(self, addr):
+        cdef uint32_t a4
+        if (type(addr) is str and PyUnicode_IS_COMPACT_ASCII(addr)
+                and sx_parse_ip4_inline(<const char *>PyUnicode_DATA(addr),
+                                        <size_t>PyUnicode_GET_LENGTH(addr), &a4)):
+            return sx_pt_lookup4_inline(self.t, a4) >= 0
         return self._index(addr) >= 0
 
     def __len__(self):
