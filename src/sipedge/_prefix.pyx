@@ -56,7 +56,7 @@ cdef class PrefixTable:
     cdef _finish(self):
         if sx_pt_check(self.t) != 0:
             raise ValueError("prefix table ranges are out of order, overlap, or have a bad value")
-        if self.t.n4 and sx_pt_index(self.t) != 0:
+        if self.t.n4 >= 64 and sx_pt_index(self.t) != 0:  # small tables: plain search stays in L1
             raise MemoryError()
 
     def __dealloc__(self):

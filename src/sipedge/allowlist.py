@@ -124,6 +124,7 @@ class _Source:
         self.text = text
         self.name = name
         self._lines: Optional[list[str]] = None
+        self._headers: Optional[list] = None
 
     @property
     def lines(self) -> list[str]:
@@ -133,9 +134,12 @@ class _Source:
 
     def header(self, pattern: str, nth: int = 0) -> Optional[int]:
         """0-based line of the *nth* table header matching *pattern*."""
+        if self._headers is None:  # one pass over the file, only lines opening a table
+            self._headers = [(i, line) for i, line in enumerate(self.lines)
+                             if line.lstrip().startswith("[")]
         rx = re.compile(r"^\s*" + pattern + r"\s*(#.*)?$")
         k = 0
-        for i, line in enumerate(self.lines):
+        for i, line in self._headers:
             if rx.match(line):
                 if k == nth:
                     return i

@@ -22,9 +22,11 @@ The fix is the same every time: rebuild it with
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import sys
+from itertools import repeat
 from typing import Optional
 
 import msgpack
@@ -172,6 +174,8 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
             raise SnapshotError(
                 f"{path}: stale snapshot: {want} has changed since the snapshot was built; "
                 f"rebuild it with `sipedge allowlist --file {want} --snapshot {path}`")
+    gc_was_on = gc.isenabled()
+    gc.disable()  # 100k small tuples, none of them cyclic: no collector passes meanwhile
     try:
         body = msgpack.unpackb(body_bytes, raw=False)
         roles = body["roles"]
@@ -179,7 +183,9 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
         vr, ve, vp = body["value_role"], body["value_edge"], body["value_prefix"]
         if not len(vr) == len(ve) == len(vp):
             raise ValueError("value arrays of different lengths")
-        values = list(map(Match._make, zip([roles[i] for i in vr], [edges[i] for i in ve], vp)))
+        # tuple.__new__(Match, ...) straight from C: Match._make would add a Python call each
+        values = list(map(tuple.__new__, repeat(Match),
+                          zip([roles[i] for i in vr], [edges[i] for i in ve], vp)))
         ranges = body["ranges"]
         if head.get("byteorder") != sys.byteorder:
             ranges = [_swap(b, c) for b, c in zip(ranges, ("I", "I", "i", "Q", "Q", "i"))]
@@ -192,6 +198,9 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
         raise
     except Exception as e:
         raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+    finally:
+        if gc_was_on:
+            gc.enable()
     al = Allowlist._from_table(table, ports, meta, carriers)
     al.meta["snapshot"] = path
     return al

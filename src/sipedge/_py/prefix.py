@@ -70,7 +70,7 @@ def blocks_of(entries: Iterable[Tuple[Network, Any]]) -> tuple[list, list, list]
             except ValueError as e:
                 raise AddressError(f"{net!r} is not an IP network: {e}") from None
         lo = int(net.network_address)
-        block = (lo, lo + net.num_addresses - 1, len(values))
+        block = (lo, lo | ((1 << (net.max_prefixlen - net.prefixlen)) - 1), len(values))
         (v4 if net.version == 4 else v6).append(block)
         values.append(value)
     return flatten(v4), flatten(v6), values
