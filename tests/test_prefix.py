@@ -90,6 +90,28 @@ def test_mixed_families_and_round_trip(impl, data):
     _check(again, entries, addrs)
 
 
+def near_slash16_nets():
+    """IPv4 networks that start, end or straddle near /16 boundaries."""
+    return st.builds(
+        lambda block, off, plen: ipaddress.ip_network(
+            (((block << 16) + off) & 0xFFFFFFFF) >> (32 - plen) << (32 - plen), plen),
+        st.integers(0, 8) | st.integers(65530, 65535), st.integers(-300, 300), st.integers(12, 32))
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_lookup_with_the_slash16_index(impl, data):
+    """64+ IPv4 ranges: the native table narrows each search with its /16 index."""
+    networks = data.draw(st.lists(near_slash16_nets(), min_size=64, max_size=160))
+    entries = [(n, i) for i, n in enumerate(networks)]
+    pt = impl("prefix").PrefixTable(entries)
+    extra = data.draw(st.lists(st.integers(0, 2 ** 32 - 1), max_size=20))
+    edges = boundary_addresses(entries, 4)
+    picked = data.draw(st.lists(st.sampled_from(edges), min_size=1, max_size=60))
+    _check(pt, entries, picked + [ipaddress.IPv4Address(x) for x in extra])
+
+
 def test_both_implementations_flatten_identically(impl):
     from sipedge import _impl
     entries = [(ipaddress.ip_network(p), p) for p in
