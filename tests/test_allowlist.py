@@ -394,3 +394,15 @@ def test_cli_hosts(capsys, monkeypatch):
     assert "api.ie1.twilio.com" in cap.out and "US1" in cap.err
     assert main(["hosts", "--edge", "roaming"]) == EXIT_INPUT
     assert "REST" in capsys.readouterr().err
+
+
+def test_contrib_example_loads():
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "contrib", "allowlist-example.toml")
+    al = Allowlist.load(path)
+    assert al.roles == ["signaling", "media", "carrierx_signaling", "carrierx_media"]
+    assert al.match("54.172.60.1").edge == "ashburn"
+    assert al.match("198.51.100.20") == Match("carrierx_signaling", "carrierx-east", "198.51.100.16/28")
+    assert al.match("2001:db8:100::9").edge == "carrierx-east"
+    assert al.match("203.0.113.200") == Match("carrierx_media", None, "203.0.113.128/25")
+    assert al.ports["carrierx_media"] == [PortRange(16384, 32767, "udp")]

@@ -380,7 +380,7 @@ class Allowlist:
     def _set_table(self, table) -> None:
         self._table = table
         # instance attribute: Allowlist.match(x) goes straight to the table (no Python frame)
-        self.match = table.get
+        self.match = table.get  # type: ignore[method-assign]
 
     @classmethod
     def _from_table(cls, table, ports: dict, meta: dict, carriers: dict) -> "Allowlist":
