@@ -196,3 +196,38 @@ def test_allowlist_match_on_each_implementation(impl, data):
     for n, e in zip(networks, edges):
         assert al.match(str(n.network_address)).edge == e or any(
             m.prefixlen > n.prefixlen and n.network_address in m for m in networks)
+
+
+def _ipaddress_says(text):
+    if "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(
+    st.text(alphabet="0123456789.", max_size=18),
+    st.text(alphabet="0123456789abcdefABCDEF:.%", max_size=46),
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded),
+))
+def test_address_text_parsed_like_ipaddress(impl, text):
+    """Both parsers accept exactly what ipaddress accepts (scope ids refused)."""
+    pt = impl("prefix").PrefixTable([(ipaddress.ip_network("0.0.0.0/0"), 4),
+                                     (ipaddress.ip_network("::/0"), 6)])
+    want = _ipaddress_says(text)
+    if want is None:
+        with pytest.raises(AddressError):
+            pt.get(text)
+    else:
+        assert pt.get(text) == want.version
+
+
+def test_scope_id_refused(impl):
+    pt = impl("prefix").PrefixTable([(ipaddress.ip_network("::/0"), 6)])
+    with pytest.raises(AddressError):
+        pt.get("fe80::1%eth0")

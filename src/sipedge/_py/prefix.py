@@ -85,7 +85,7 @@ def parse_address(addr: Address) -> Tuple[int, int]:
                 return 4, int(ipaddress.IPv4Address(addr))
             except ValueError:
                 pass
-        else:
+        elif "%" not in addr:  # a scope id (fe80::1%eth0) is not an address to match
             try:
                 return 6, int(ipaddress.IPv6Address(addr))
             except ValueError:
