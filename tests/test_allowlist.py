@@ -406,3 +406,32 @@ def test_contrib_example_loads():
     assert al.match("2001:db8:100::9").edge == "carrierx-east"
     assert al.match("203.0.113.200") == Match("carrierx_media", None, "203.0.113.128/25")
     assert al.ports["carrierx_media"] == [PortRange(16384, 32767, "udp")]
+
+
+def _net_strategy():
+    from hypothesis import strategies as st
+    v4 = st.builds(lambda a, p: ipaddress.IPv4Network((a >> (32 - p) << (32 - p), p)),
+                   st.integers(0, 2 ** 32 - 1) | st.integers(0xC0000000, 0xC0000FFF),
+                   st.integers(0, 32) | st.integers(22, 32))
+    v6 = st.builds(lambda a, p: ipaddress.IPv6Network((a >> (128 - p) << (128 - p), p)),
+                   st.integers(0, 2 ** 128 - 1) | st.integers(0, 4095),
+                   st.integers(0, 128) | st.integers(116, 128))
+    return st.lists(st.tuples(st.sampled_from(["sig", "rtp"]), v4 | v6), max_size=40,
+                    unique_by=lambda t: t)
+
+
+def test_networks_equal_ipaddress_collapse():
+    from hypothesis import given, settings
+
+    @settings(max_examples=200, deadline=None)
+    @given(_net_strategy())
+    def check(pairs):
+        al = Allowlist([Entry(r, None, n) for r, n in pairs],
+                       {"sig": [PortRange(5060, 5060, "udp")], "rtp": [PortRange(20000, 20000, "udp")]})
+        for role in ("sig", "rtp"):
+            for ver in (4, 6):
+                nets = [n for r, n in pairs if r == role and n.version == ver]
+                assert al.networks(role, ver) == list(ipaddress.collapse_addresses(nets))
+            assert al.networks(role) == al.networks(role, 4) + al.networks(role, 6)
+
+    check()

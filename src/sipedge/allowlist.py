@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import sys
 import warnings
 from dataclasses import dataclass
@@ -356,6 +357,46 @@ def _embedded() -> _Parsed:
     return _EMBEDDED
 
 
+# ------------------------------------------------------------ firewall merging
+def _prefix_ints(prefix: str) -> tuple[int, int, int]:
+    """(version, first address, prefix length) of a canonical ``str(network)``."""
+    addr, _, plen = prefix.partition("/")
+    if ":" in addr:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big"), int(plen)
+    return 4, int.from_bytes(socket.inet_aton(addr), "big"), int(plen)
+
+
+def _cidrs(lo: int, hi: int, bits: int) -> Iterator[tuple[int, int]]:
+    """The fewest CIDR blocks (first address, prefix length) covering lo..hi exactly."""
+    while lo <= hi:
+        size = (lo & -lo) if lo else 1 << bits  # the largest block aligned at lo
+        while lo + size - 1 > hi:
+            size >>= 1
+        yield lo, bits - size.bit_length() + 1
+        lo += size
+
+
+def _collapse_role(values: Sequence[Match], role: str) -> tuple[list, list]:
+    """Merged IPv4 and IPv6 networks of *role* from the table's Match values."""
+    spans: dict = {4: [], 6: []}
+    for m in values:
+        if m.role == role:
+            ver, lo, plen = _prefix_ints(m.prefix)
+            bits = 32 if ver == 4 else 128
+            spans[ver].append((lo, lo | ((1 << (bits - plen)) - 1)))
+    out = []
+    for ver, cls, bits in ((4, ipaddress.IPv4Network, 32), (6, ipaddress.IPv6Network, 128)):
+        merged: list = []
+        for lo, hi in sorted(spans[ver]):
+            if merged and lo <= merged[-1][1] + 1:  # overlapping or adjacent
+                if hi > merged[-1][1]:
+                    merged[-1][1] = hi
+            else:
+                merged.append([lo, hi])
+        out.append([cls((a, plen)) for lo, hi in merged for a, plen in _cidrs(lo, hi, bits)])
+    return out[0], out[1]
+
+
 # --------------------------------------------------------------------- Allowlist
 class Allowlist:
     """Trusted address ranges by role and edge, with the ports of each role.
@@ -461,14 +502,16 @@ class Allowlist:
 
     def networks(self, role: str, version: Optional[int] = None) -> list:
         """The networks of one role (optionally one IP version), overlapping and adjacent
-        prefixes merged for a firewall; v4 first, then v6."""
-        out: list = []
-        for fam in (4, 6):
-            if version is not None and fam != version:
-                continue
-            nets = [e.network for e in self.entries if e.role == role and e.network.version == fam]
-            out.extend(ipaddress.collapse_addresses(nets))
-        return out
+        prefixes merged for a firewall; v4 first, then v6. Computed once, on integers."""
+        cache = self.__dict__.setdefault("_networks", {})
+        if role not in cache:
+            cache[role] = _collapse_role(self._table.values, role)
+        v4, v6 = cache[role]
+        if version == 4:
+            return list(v4)
+        if version == 6:
+            return list(v6)
+        return v4 + v6
 
     @property
     def roles(self) -> list[str]:
