@@ -174,3 +174,15 @@ def test_load_100k_pytricia_insert(benchmark, big):
     benchmark.group = "load-100k"
     t = benchmark.pedantic(build, rounds=3, iterations=1)
     assert len(t) == N_BIG
+
+
+def test_networks_100k(benchmark, big):
+    """Snapshot load plus the merged networks of the role (what a firewall sync needs)."""
+    def run():
+        al = Allowlist.load(big["snap"])
+        return al.networks("sig", 4), al.networks("sig", 6)
+
+    benchmark.group = "networks-100k"
+    v4, v6 = benchmark.pedantic(run, rounds=3, iterations=1)
+    assert v4 == list(ipaddress.collapse_addresses(
+        [e.network for e in big["al"].entries if e.network.version == 4]))

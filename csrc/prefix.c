@@ -40,6 +40,7 @@ void sx_pt_free(sx_ptable *t)
     free(t->hi6);
     free(t->val6);
     free(t->idx4);
+    free(t->r4);
     free(t);
 }
 
@@ -75,16 +76,27 @@ int sx_pt_index(sx_ptable *t)
     if (t->n4 > UINT32_MAX - 1)
         return -1;
     uint32_t *idx = malloc((SX_IDX4_SIZE + 1) * sizeof *idx);
-    if (!idx)
+    sx_range4 *r4 = malloc((t->n4 + 1) * sizeof *r4);
+    if (!idx || !r4) {
+        free(idx);
+        free(r4);
         return -1;
+    }
     size_t j = 0;
     for (uint64_t k = 0; k <= SX_IDX4_SIZE; k++) {
         while (j < t->n4 && (uint64_t)t->lo4[j] < (k << 16))
             j++;
         idx[k] = (uint32_t)j;
     }
+    for (size_t i = 0; i < t->n4; i++) {
+        r4[i].lo = t->lo4[i];
+        r4[i].hi = t->hi4[i];
+        r4[i].val = t->val4[i];
+    }
     free(t->idx4);
+    free(t->r4);
     t->idx4 = idx;
+    t->r4 = r4;
     return 0;
 }
 
