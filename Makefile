@@ -39,3 +39,10 @@ bench: build
 
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/sipedge/_*.c src/sipedge/*.so src/sipedge/*.html
+
+.PHONY: bench-allowlist
+## bench-allowlist: Allowlist.match and 100k load (sipedge native, pure-Python, pytricia), short run
+bench-allowlist: build
+	PYTHONPATH=src $(PYTEST) bench/bench_allowlist.py --benchmark-only -p no:cacheprovider \
+		--benchmark-min-rounds 3 --benchmark-max-time 0.5 --benchmark-columns=min,mean,rounds \
+		--benchmark-group-by=group
