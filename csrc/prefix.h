@@ -21,6 +21,7 @@ typedef struct {
     uint32_t lo;
     uint32_t hi;
     int32_t val;
+    void *ref; /* the caller's own pointer for val (NULL after sx_pt_index) */
 } sx_range4;
 
 typedef struct {

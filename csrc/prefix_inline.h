@@ -7,24 +7,32 @@
 #include "prefix.h"
 
 /* The value of the IPv4 range holding a (host order), or -1. */
+/* The indexed IPv4 range holding a (host order), or NULL; t->idx4 must be set. */
+static inline const sx_range4 *sx_pt_range4_inline(const sx_ptable *t, uint32_t a)
+{
+    /* the answer is the last range with lo <= a: one of those starting in
+     * a's /16, or the one just before them */
+    size_t first = t->idx4[a >> 16];
+    size_t end = t->idx4[(a >> 16) + 1];
+    size_t start = first ? first - 1 : 0;
+    const sx_range4 *r = t->r4 + start;
+    size_t m = end - start;
+    if (m == 0 || a < r->lo)
+        return NULL;
+    while (m > 1) {
+        size_t half = m / 2;
+        r = (r[half].lo <= a) ? r + half : r;
+        m -= half;
+    }
+    return a <= r->hi ? r : NULL;
+}
+
+/* The value of the IPv4 range holding a (host order), or -1. */
 static inline int32_t sx_pt_lookup4_inline(const sx_ptable *t, uint32_t a)
 {
     if (t->idx4) {
-        /* the answer is the last range with lo <= a: one of those starting in
-         * a's /16, or the one just before them */
-        size_t first = t->idx4[a >> 16];
-        size_t end = t->idx4[(a >> 16) + 1];
-        size_t start = first ? first - 1 : 0;
-        const sx_range4 *r = t->r4 + start;
-        size_t m = end - start;
-        if (m == 0 || a < r->lo)
-            return -1;
-        while (m > 1) {
-            size_t half = m / 2;
-            r = (r[half].lo <= a) ? r + half : r;
-            m -= half;
-        }
-        return a <= r->hi ? r->val : -1;
+        const sx_range4 *r = sx_pt_range4_inline(t, a);
+        return r ? r->val : -1;
     }
     const uint32_t *base = t->lo4;
     size_t n = t->n4;

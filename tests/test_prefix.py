@@ -231,3 +231,19 @@ def test_scope_id_refused(impl):
     pt = impl("prefix").PrefixTable([(ipaddress.ip_network("::/0"), 6)])
     with pytest.raises(AddressError):
         pt.get("fe80::1%eth0")
+
+
+def test_from_ranges_keeps_its_own_values(impl):
+    """The table copies the values list: clearing the caller's list changes nothing."""
+    import gc
+    mod = impl("prefix")
+    entries = [(ipaddress.ip_network((0x0A000000 + (i << 12), 20)), f"v{i}") for i in range(200)]
+    pt = mod.PrefixTable(entries)
+    values = [str(v) + "" for v in pt.values]
+    again = mod.PrefixTable.from_ranges(*pt.dump(), values)
+    values.clear()
+    del pt
+    gc.collect()
+    for i in range(0, 200, 13):
+        assert again.get(str(ipaddress.IPv4Address(0x0A000000 + (i << 12) + 7))) == f"v{i}"
+    assert again.get("11.0.0.0") is None

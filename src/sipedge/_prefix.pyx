@@ -54,10 +54,15 @@ cdef class PrefixTable:
         self._finish()
 
     cdef _finish(self):
+        cdef size_t i
         if sx_pt_check(self.t) != 0:
             raise ValueError("prefix table ranges are out of order, overlap, or have a bad value")
-        if self.t.n4 >= 64 and sx_pt_index(self.t) != 0:  # small tables: plain search stays in L1
-            raise MemoryError()
+        if self.t.n4 >= 64:  # small tables: the plain search stays in L1
+            if sx_pt_index(self.t) != 0:
+                raise MemoryError()
+            # each packed range points at its value (borrowed: self._values keeps it alive)
+            for i in range(self.t.n4):
+                self.t.r4[i].ref = <void *>self._values[self.t.r4[i].val]
 
     def __dealloc__(self):
         sx_pt_free(self.t)
@@ -92,7 +97,7 @@ cdef class PrefixTable:
         for i in range(n6):
             if self.t.val6[i] >= len(values):
                 raise ValueError(f"range {i} refers to value {self.t.val6[i]} of {len(values)}")
-        self._values = values
+        self._values = list(values)  # our own list: the ranges borrow its items
         self._finish()
         return self
 
@@ -137,10 +142,16 @@ cdef class PrefixTable:
         """The value of the most specific entry covering *addr*, else None (one argument)."""
         cdef uint32_t a4
         cdef int32_t i
+        cdef const sx_range4 *r
         # hot path, no call out of this function: an IPv4 address as an ASCII str
         if (type(addr) is str and PyUnicode_IS_COMPACT_ASCII(addr)
                 and sx_parse_ip4_inline(<const char *>PyUnicode_DATA(addr),
                                         <size_t>PyUnicode_GET_LENGTH(addr), &a4)):
+            if self.t.idx4 != NULL:  # large table: the range holds its value's pointer
+                r = sx_pt_range4_inline(self.t, a4)
+                if r == NULL:
+                    return None
+                return <object>r.ref
             i = sx_pt_lookup4_inline(self.t, a4)
         else:
             i = self._index(addr)
