@@ -64,3 +64,10 @@ fuzz-classify: build
 bench-classify: build
 	PYTHONPATH=src $(PYTEST) bench/bench_classify.py --benchmark-only -p no:cacheprovider \
 	  --benchmark-min-rounds 3 --benchmark-max-time 0.5 -s
+
+.PHONY: bench-allowlist
+## bench-allowlist: Allowlist.match and 100k load (sipedge native, pure-Python, pytricia), short run
+bench-allowlist: build
+	PYTHONPATH=src $(PYTEST) bench/bench_allowlist.py --benchmark-only -p no:cacheprovider \
+		--benchmark-min-rounds 3 --benchmark-max-time 0.5 --benchmark-columns=min,mean,rounds \
+		--benchmark-group-by=group

@@ -1,9 +1,12 @@
 /* Longest-prefix-match lookup over flattened, sorted ranges. See prefix.h. */
 #include "prefix.h"
+#include "prefix_inline.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define SX_IDX4_SIZE 65536u
 
 sx_ptable *sx_pt_new(size_t n4, size_t n6)
 {
@@ -36,6 +39,8 @@ void sx_pt_free(sx_ptable *t)
     free(t->lo6);
     free(t->hi6);
     free(t->val6);
+    free(t->idx4);
+    free(t->r4);
     free(t);
 }
 
@@ -66,20 +71,39 @@ long sx_pt_check(const sx_ptable *t)
     return 0;
 }
 
+int sx_pt_index(sx_ptable *t)
+{
+    if (t->n4 > UINT32_MAX - 1)
+        return -1;
+    uint32_t *idx = malloc((SX_IDX4_SIZE + 1) * sizeof *idx);
+    sx_range4 *r4 = malloc((t->n4 + 1) * sizeof *r4);
+    if (!idx || !r4) {
+        free(idx);
+        free(r4);
+        return -1;
+    }
+    size_t j = 0;
+    for (uint64_t k = 0; k <= SX_IDX4_SIZE; k++) {
+        while (j < t->n4 && (uint64_t)t->lo4[j] < (k << 16))
+            j++;
+        idx[k] = (uint32_t)j;
+    }
+    for (size_t i = 0; i < t->n4; i++) {
+        r4[i].lo = t->lo4[i];
+        r4[i].hi = t->hi4[i];
+        r4[i].val = t->val4[i];
+        r4[i].ref = NULL;
+    }
+    free(t->idx4);
+    free(t->r4);
+    t->idx4 = idx;
+    t->r4 = r4;
+    return 0;
+}
+
 int32_t sx_pt_lookup4(const sx_ptable *t, uint32_t a)
 {
-    size_t n = t->n4;
-    const uint32_t *base = t->lo4;
-    if (n == 0 || a < base[0])
-        return -1;
-    /* branch-free: the last range whose lo <= a */
-    while (n > 1) {
-        size_t half = n / 2;
-        base = (base[half] <= a) ? base + half : base;
-        n -= half;
-    }
-    size_t i = (size_t)(base - t->lo4);
-    return a <= t->hi4[i] ? t->val4[i] : -1;
+    return sx_pt_lookup4_inline(t, a);
 }
 
 int32_t sx_pt_lookup6(const sx_ptable *t, sx_u128 a)
@@ -107,35 +131,20 @@ sx_u128 sx_u128_from_bytes(const uint8_t b[16])
     return r;
 }
 
-static int parse_v4(const char *s, size_t len, uint8_t out[4])
-{
-    size_t i = 0;
-    for (int part = 0; part < 4; part++) {
-        if (part) {
-            if (i >= len || s[i] != '.')
-                return 0;
-            i++;
-        }
-        size_t start = i;
-        unsigned v = 0;
-        while (i < len && s[i] >= '0' && s[i] <= '9' && i - start < 3) {
-            v = v * 10 + (unsigned)(s[i] - '0');
-            i++;
-        }
-        size_t digits = i - start;
-        if (digits == 0 || v > 255 || (digits > 1 && s[start] == '0'))
-            return 0;
-        out[part] = (uint8_t)v;
-    }
-    return i == len;
-}
-
 int sx_parse_ip(const char *s, size_t len, uint8_t out[16])
 {
     if (len == 0 || len > 45)
         return 0;
-    if (memchr(s, ':', len) == NULL)
-        return parse_v4(s, len, out) ? 4 : 0;
+    if (memchr(s, ':', len) == NULL) {
+        uint32_t a;
+        if (!sx_parse_ip4_inline(s, len, &a))
+            return 0;
+        out[0] = (uint8_t)(a >> 24);
+        out[1] = (uint8_t)(a >> 16);
+        out[2] = (uint8_t)(a >> 8);
+        out[3] = (uint8_t)a;
+        return 4;
+    }
     char buf[46];
     memcpy(buf, s, len);
     buf[len] = '\0';

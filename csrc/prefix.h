@@ -16,6 +16,14 @@ typedef struct {
     uint64_t lo; /* bits 63..0 */
 } sx_u128;
 
+/* One IPv4 range with its value, packed together for the indexed search. */
+typedef struct {
+    uint32_t lo;
+    uint32_t hi;
+    int32_t val;
+    void *ref; /* the caller's own pointer for val (NULL after sx_pt_index) */
+} sx_range4;
+
 typedef struct {
     size_t n4;
     uint32_t *lo4;
@@ -25,6 +33,12 @@ typedef struct {
     sx_u128 *lo6;
     sx_u128 *hi6;
     int32_t *val6;
+    /* optional index for IPv4 (see sx_pt_index): idx4[k] is the number of
+     * ranges whose lo < k << 16, for k = 0..65536; NULL until built */
+    uint32_t *idx4;
+    /* with idx4: the IPv4 ranges again as one array of {lo, hi, val}, so an
+     * indexed lookup touches one cache line instead of three arrays */
+    sx_range4 *r4;
 } sx_ptable;
 
 /* Allocate a table with room for n4 IPv4 and n6 IPv6 ranges; the caller fills
@@ -35,6 +49,11 @@ void sx_pt_free(sx_ptable *t);
 /* 0 when the ranges are sorted, disjoint and lo <= hi; else the 1-based index
  * of the first bad IPv4 range, or -(index) for IPv6. */
 long sx_pt_check(const sx_ptable *t);
+
+/* Build the /16 index that narrows every IPv4 lookup to the ranges starting
+ * in one /16 (call after filling a table that sx_pt_check accepts; a table
+ * without it is still searched correctly). 0, or -1 when out of memory. */
+int sx_pt_index(sx_ptable *t);
 
 /* Value of the range holding the address, or -1. addr4 is in host order. */
 int32_t sx_pt_lookup4(const sx_ptable *t, uint32_t addr4);

@@ -7,6 +7,8 @@ program the firewall (nftables or ipset through netlink). The hot paths are C
 ``SIPEDGE_NO_EXTENSIONS=1`` (see :func:`implementation`).
 """
 from ._impl import implementation
+from .allowlist import Allowlist, Entry, Match, PortRange
+from .overrides import Overrides
 from ._version import __version__
 from .errors import (
     AddressError,
@@ -18,6 +20,8 @@ from .errors import (
     SelectionError,
     SipedgeError,
     URIError,
+    OverrideError,
+    SnapshotError,
 )
 from .select import (
     Attempt,
@@ -49,6 +53,13 @@ __all__ = [
     "termination_order",
     "OriginationURI",
     "parse_uri",
+    "OverrideError",
+    "SnapshotError",
+    "Allowlist",
+    "Match",
+    "Entry",
+    "PortRange",
+    "Overrides",
 ]
 
 from .classify import Classifier, Verdict  # noqa: E402

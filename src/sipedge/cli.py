@@ -58,9 +58,20 @@ def _cmd_edges(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------- allowlist
 def _add_allowlist(sub) -> None:
-    p = sub.add_parser("allowlist", help="show the allowlist",
-                       description="Show the allowlist (embedded Twilio dataset by default).")
-    p.add_argument("--file", metavar="F", help="allowlist TOML file")
+    p = sub.add_parser(
+        "allowlist", help="show, check, select or compile the allowlist",
+        description="Show the allowlist: the embedded Twilio dataset (with its source and the "
+                    "date it was read), or a TOML file that extends it ([dataset] extends = "
+                    "\"twilio\"), replaces it, or adds other carriers. Loading validates the "
+                    "file; errors name the file, line, value and fix.")
+    p.add_argument("--file", metavar="F", help="allowlist TOML file or compiled snapshot "
+                   "(default: the embedded Twilio dataset)")
+    p.add_argument("--edges", metavar="E1,E2", help="keep only these edges' ranges (and the "
+                   "ranges of every edge, e.g. media); Twilio asks you to allow ALL edges")
+    p.add_argument("--match", metavar="IP", action="append", default=[],
+                   help="print the role, edge and prefix of IP instead (repeatable)")
+    p.add_argument("--snapshot", metavar="OUT", help="also write a compiled snapshot (msgpack) "
+                   "that `--file OUT` loads fast; refused later if --file changes")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_allowlist)
 
@@ -72,14 +83,90 @@ def _load_allowlist(path: Optional[str]):
 
 
 def _cmd_allowlist(args: argparse.Namespace) -> int:
+    import warnings
+
     al = _load_allowlist(args.file)
-    rows = [{"role": e.role, "edge": e.edge, "prefix": str(e.network)} for e in al]
+    if args.edges is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            al = al.select(args.edges.split(","))
+        for w in caught:
+            print(f"sipedge: warning: {w.message}", file=sys.stderr)
+    if args.snapshot:
+        from . import snapshot
+
+        src = args.file if args.file and not _is_snapshot(args.file) else None
+        snapshot.save(al, args.snapshot, src)
+    if args.match:
+        rows = []
+        for ip in args.match:
+            m = al.match(ip)
+            rows.append({"address": ip, "role": m and m.role, "edge": m and m.edge,
+                         "prefix": m and m.prefix})
+        if args.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                print(f"{r['address']:<40} " + (f"{r['role']:<10} {r['edge'] or '*':<14} {r['prefix']}"
+                                               if r["role"] else "no match"))
+        return 0
     if args.json:
-        _print_json({"meta": al.meta, "ports": {r: [str(p) for p in ps] for r, ps in al.ports.items()},
-                     "ranges": rows})
+        _print_json(al.to_dict())
     else:
-        for r in rows:
-            print(f"{r['role']:<10} {r['edge'] or '*':<14} {r['prefix']}")
+        for e in al:
+            print(f"{e.role:<10} {e.edge or '*':<14} {e.network}")
+    return 0
+
+
+def _is_snapshot(path: str) -> bool:
+    from .snapshot import MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- hosts
+def _add_hosts(sub) -> None:
+    p = sub.add_parser(
+        "hosts", help="print Twilio host names for an edge/region/domain",
+        description="Print the host names Twilio's helper libraries would use: the REST API "
+                    "host for --product/--edge/--region (TWILIO_EDGE and TWILIO_REGION are "
+                    "honoured when not given; region without edge is deprecated and processed "
+                    "in US1), and with --domain the Elastic SIP Trunking termination host "
+                    "({domain}.pstn[.{edge}].twilio.com), the SIP registration host "
+                    "({domain}.sip.{edge}.twilio.com, needs --edge) and the SIP domain host.")
+    p.add_argument("--edge", help="edge name or legacy id (see `sipedge edges`)")
+    p.add_argument("--region", help="processing region: us1, ie1 or au1")
+    p.add_argument("--product", default="api", help="REST product host label (default: api)")
+    p.add_argument("--domain", help="trunk or SIP domain name, e.g. acme for acme.pstn.twilio.com")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_hosts)
+
+
+def _cmd_hosts(args: argparse.Namespace) -> int:
+    import warnings
+
+    from . import catalog
+
+    out = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out["api"] = catalog.api_host(args.product, edge=args.edge, region=args.region)
+    for w in caught:
+        print(f"sipedge: warning: {w.message}", file=sys.stderr)
+    if args.domain:
+        out["termination"] = catalog.termination_host(args.domain, args.edge)
+        if args.edge:
+            out["sip_registration"] = catalog.sip_registration_host(args.domain, args.edge)
+        out["sip_domain"] = catalog.sip_domain_host(args.domain)
+    if args.json:
+        _print_json(out)
+    else:
+        for k, v in out.items():
+            print(f"{k:<17} {v}")
     return 0
 
 
@@ -258,7 +345,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ the rest
-ADDERS = [_add_edges, _add_allowlist, _add_firewall, _add_select, _add_classify]
+ADDERS = [_add_edges, _add_allowlist, _add_hosts, _add_firewall, _add_select, _add_classify]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ binary search. On two entries for the same network the first one wins.
 from __future__ import annotations
 
 import ipaddress
+from array import array
 from bisect import bisect_right
 from typing import Any, Iterable, Sequence, Tuple, Union
 
@@ -69,7 +70,7 @@ def blocks_of(entries: Iterable[Tuple[Network, Any]]) -> tuple[list, list, list]
             except ValueError as e:
                 raise AddressError(f"{net!r} is not an IP network: {e}") from None
         lo = int(net.network_address)
-        block = (lo, lo + net.num_addresses - 1, len(values))
+        block = (lo, lo | ((1 << (net.max_prefixlen - net.prefixlen)) - 1), len(values))
         (v4 if net.version == 4 else v6).append(block)
         values.append(value)
     return flatten(v4), flatten(v6), values
@@ -84,7 +85,7 @@ def parse_address(addr: Address) -> Tuple[int, int]:
                 return 4, int(ipaddress.IPv4Address(addr))
             except ValueError:
                 pass
-        else:
+        elif "%" not in addr:  # a scope id (fe80::1%eth0) is not an address to match
             try:
                 return 6, int(ipaddress.IPv6Address(addr))
             except ValueError:
@@ -122,6 +123,54 @@ class PrefixTable:
         if i >= 0 and a <= ranges[i][1]:
             return ranges[i][2]
         return -1
+
+    @classmethod
+    def from_ranges(cls, lo4: bytes, hi4: bytes, val4: bytes, lo6: bytes, hi6: bytes,
+                    val6: bytes, values: list) -> "PrefixTable":
+        """A table from flattened ranges as :meth:`dump` gives them (no flattening)."""
+        def arr(code: str, b: bytes, what: str) -> list:
+            if type(b) is not bytes:
+                raise TypeError(f"{what} must be bytes, not {type(b).__name__}")
+            a = array(code)
+            if len(b) % a.itemsize:
+                raise ValueError(f"{what} holds {len(b)} bytes, not a multiple of {a.itemsize}")
+            a.frombytes(b)
+            return a.tolist()
+
+        l4, h4, v4 = arr("I", lo4, "lo4"), arr("I", hi4, "hi4"), arr("i", val4, "val4")
+        l6, h6, v6 = arr("Q", lo6, "lo6"), arr("Q", hi6, "hi6"), arr("i", val6, "val6")
+        if not (len(l4) == len(h4) == len(v4) and len(l6) == len(h6) == 2 * len(v6)):
+            raise ValueError("range arrays of different lengths")
+        r4 = list(zip(l4, h4, v4))
+        r6 = [((l6[2 * i] << 64) | l6[2 * i + 1], (h6[2 * i] << 64) | h6[2 * i + 1], v6[i])
+              for i in range(len(v6))]
+        for rs in (r4, r6):
+            for i, (lo, hi, v) in enumerate(rs):
+                if lo > hi or not 0 <= v < len(values) or (i and lo <= rs[i - 1][1]):
+                    raise ValueError("prefix table ranges are out of order, overlap, "
+                                     "or have a bad value")
+        self = cls.__new__(cls)
+        self._r4, self._r6 = r4, r6
+        self._lo4 = [r[0] for r in r4]
+        self._lo6 = [r[0] for r in r6]
+        self._values = list(values)
+        return self
+
+    def dump(self) -> Tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
+        """(lo4, hi4, val4, lo6, hi6, val6) as bytes in native byte order: uint32
+        for IPv4 bounds, two uint64 (high, low) per IPv6 bound, int32 values."""
+        m = (1 << 64) - 1
+        r4, r6 = self._r4, self._r6
+        return (array("I", [r[0] for r in r4]).tobytes(), array("I", [r[1] for r in r4]).tobytes(),
+                array("i", [r[2] for r in r4]).tobytes(),
+                array("Q", [x for r in r6 for x in (r[0] >> 64, r[0] & m)]).tobytes(),
+                array("Q", [x for r in r6 for x in (r[1] >> 64, r[1] & m)]).tobytes(),
+                array("i", [r[2] for r in r6]).tobytes())
+
+    def get(self, addr: Address) -> Any:
+        """The value of the most specific entry covering *addr*, else None (one argument)."""
+        i = self._index(addr)
+        return None if i < 0 else self._values[i]
 
     def lookup(self, addr: Address, default: Any = None) -> Any:
         """The value of the most specific entry covering *addr*, else *default*."""
