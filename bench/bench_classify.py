@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 
 import pytest
 

@@ -20,7 +20,7 @@ import zipfile
 
 import pytest
 
-from conftest import IN_CI, ROOT, require_tool
+from conftest import ROOT, require_tool
 from sipedge import _impl
 
 pytestmark = [pytest.mark.packaging, pytest.mark.slow]

@@ -2,7 +2,6 @@
 addresses and random prefix sets (v4 and v6), the /16 index, dump/from_ranges,
 and an Allowlist running on each implementation."""
 import ipaddress
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -8,7 +8,7 @@ from sipedge import _impl, select
 from sipedge._py.rng import Rng, hash_bytes
 from sipedge.errors import InputError, SelectionError, URIError
 from sipedge.select import (NO_ANSWER_TIMEOUT, Target, TargetSet, should_failover,
-                            termination_host, termination_order)
+                            termination_order)
 
 
 class Clock:
@@ -310,18 +310,6 @@ def test_no_answer_timeout_is_four_seconds():
 
 
 # --------------------------------------------------------------- termination
-def test_termination_hosts():
-    assert termination_host("mytrunk") == "mytrunk.pstn.twilio.com"
-    assert termination_host("MyTrunk.pstn.twilio.com", "dublin") == "mytrunk.pstn.dublin.twilio.com"
-    assert termination_host("mytrunk", "de1") == "mytrunk.pstn.frankfurt.twilio.com"
-    with pytest.raises(InputError, match="roaming"):
-        termination_host("mytrunk", "roaming")
-    with pytest.raises(InputError, match="unknown"):
-        termination_host("mytrunk", "mars")
-    with pytest.raises(InputError, match="DNS label"):
-        termination_host("my_trunk")
-
-
 def test_termination_order_over_edges_and_addresses():
     resolved = {
         "t.pstn.ashburn.twilio.com": ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.1"],

@@ -28,9 +28,9 @@ from .select import (
     Target,
     TargetSet,
     should_failover,
-    termination_host,
     termination_order,
 )
+from .catalog import termination_host
 from .uri import OriginationURI, parse_uri
 
 __all__ = [

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from . import _impl, catalog
 from ._py.rng import hash_bytes
-from .errors import CatalogError, InputError, SelectionError, URIError
+from .errors import InputError, SelectionError, URIError
 from .uri import OriginationURI, parse_uri
 
 _core = _impl.load("select")
@@ -340,9 +340,6 @@ def should_failover(status: Union[int, str, None]) -> bool:
 
 
 # ----------------------------------------------------------- termination side
-_TERM_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-
-
 @dataclass(frozen=True)
 class Attempt:
     """One termination attempt: the edge, the host name, the address (or None)."""
@@ -351,33 +348,6 @@ class Attempt:
     host: str
     address: Optional[str] = None
     timeout: float = field(default=NO_ANSWER_TIMEOUT)
-
-
-def _term_domain(domain: str) -> str:
-    d = domain.strip().lower() if isinstance(domain, str) else ""
-    for suffix in (".pstn.twilio.com",):
-        if d.endswith(suffix):
-            d = d[: -len(suffix)]
-    if not _TERM_LABEL.match(d):
-        raise InputError(f"termination domain {domain!r} is not a single DNS label "
-                         "(the NAME in NAME.pstn.twilio.com)")
-    return d
-
-
-def termination_host(domain: str, edge: Optional[str] = None) -> str:
-    """``{domain}.pstn.twilio.com``, or the localized ``{domain}.pstn.{edge}.twilio.com``
-    that pins the ingress edge (not the processing region)."""
-    d = _term_domain(domain)
-    if edge is None:
-        return f"{d}.pstn.twilio.com"
-    try:
-        e = catalog.edge(edge)
-    except CatalogError as err:
-        raise InputError(str(err)) from None
-    if not e.sip_trunking:
-        raise InputError(f"edge {e.name!r} does not work with Elastic SIP Trunking; "
-                         "name a specific edge")
-    return f"{d}.pstn.{e.name}.twilio.com"
 
 
 def termination_order(domain: str, edges: Sequence[Optional[str]],
@@ -394,7 +364,7 @@ def termination_order(domain: str, edges: Sequence[Optional[str]],
     out: list[Attempt] = []
     seen: set[tuple[str, Optional[str]]] = set()
     for e in edges:
-        host = termination_host(domain, e)
+        host = catalog.termination_host(domain, e)
         name = None if e is None else catalog.edge(e).name
         if resolved is None:
             addrs: Sequence[Optional[str]] = [None]
