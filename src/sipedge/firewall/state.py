@@ -19,8 +19,6 @@ import tempfile
 import time
 from typing import Optional
 
-import msgpack
-
 from ..errors import FirewallError, LockError, SnapshotError
 
 SNAPSHOT_VERSION = 1
@@ -80,6 +78,8 @@ def _unpack_intervals(data: bytes, family: int) -> tuple:
 def save_snapshot(path: str, *, netns_id: str, table: str, backend: str, structure: str,
                   genid: int, sets: dict, mode: str, prefixes: int, changes: dict) -> None:
     """Write the snapshot atomically (temporary file + rename)."""
+    import msgpack
+
     doc = {"version": SNAPSHOT_VERSION, "time": time.time(), "netns": netns_id, "table": table,
            "backend": backend, "structure": structure, "genid": genid, "mode": mode,
            "prefixes": prefixes, "changes": changes,
@@ -96,6 +96,8 @@ def load_snapshot(path: str) -> Optional[dict]:
         return None
     except OSError as e:
         raise SnapshotError(f"{path}: cannot read snapshot: {e.strerror}") from None
+    import msgpack
+
     try:
         doc = msgpack.unpackb(raw, raw=False)
         if doc.get("version") != SNAPSHOT_VERSION:
