@@ -21,7 +21,8 @@ import pytest
 from sipedge import errors
 from sipedge.allowlist import Allowlist, PortRange
 from sipedge.firewall import nl, nft, ops, state
-from sipedge.firewall.desired import desired_state, interval_text, merge_networks
+from sipedge.firewall.desired import (desired_state, diff_packed, interval_text, merge_networks,
+                                      pack_intervals, unpack_intervals)
 from sipedge.firewall.ruleset import render, render_desired
 
 from conftest import require_root, require_tool
@@ -200,11 +201,16 @@ def test_large_element_lists_are_split_below_the_attribute_size_limit():
 
 def test_snapshot_round_trip_and_corruption(tmp_path):
     p = str(tmp_path / "s.msgpack")
-    sets = {"a_v4": (4, ((1, 5), (9, 1 << 32))), "a_v6": (6, ((1 << 100, 1 << 128),))}
+    ivs = {"a_v4": (4, ((1, 5), (9, 1 << 32))), "a_v6": (6, ((1 << 100, 1 << 128),))}
+    sets = {n: (f, pack_intervals(i, f)) for n, (f, i) in ivs.items()}
     state.save_snapshot(p, netns_id="x", table="t", backend="nft", structure="k", genid=7,
                         sets=sets, mode="enforce", prefixes=3, changes={"added": 1, "deleted": 0})
     doc = state.load_snapshot(p)
     assert doc["sets"] == sets and doc["genid"] == 7
+    assert {n: unpack_intervals(p, f) for n, (f, p) in doc["sets"].items()} == \
+        {n: i for n, (f, i) in ivs.items()}
+    add, delete = diff_packed(pack_intervals(((1, 5), (20, 30)), 4), sets["a_v4"][1], 4)
+    assert add == ((20, 30),) and delete == ((9, 1 << 32),)
     assert state.load_snapshot(str(tmp_path / "none")) is None
     with open(p, "wb") as f:
         f.write(b"\xc1garbage")

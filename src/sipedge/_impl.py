@@ -18,7 +18,7 @@ from types import ModuleType
 NO_EXTENSIONS = os.environ.get("SIPEDGE_NO_EXTENSIONS", "") not in ("", "0")
 
 #: The pieces with two implementations.
-PIECES = ("prefix",)
+PIECES = ("prefix", "setdiff")
 
 _chosen: dict[str, str] = {}
 

@@ -12,12 +12,17 @@ Set contents are kept as sorted, merged, half-open integer intervals
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
+import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
+from .. import _impl
 from ..allowlist import Allowlist, PortRange, parse_ports
 from ..errors import InputError
+
+_setdiff = _impl.load("setdiff")
 
 MODES = ("enforce", "monitor")
 TOP = {4: 1 << 32, 6: 1 << 128}
@@ -32,10 +37,12 @@ class SetSpec:
     role: str
     family: int  # 4 | 6
     intervals: tuple  # ((start, end_exclusive), ...) sorted, merged
+    prefix_count: int = 0  # collapsed prefixes of the allowlist behind the intervals
 
-    @property
-    def prefix_count(self) -> int:
-        return sum(len(_split(s, e, self.family)) for s, e in self.intervals)
+    @functools.cached_property
+    def packed(self) -> bytes:
+        """The intervals as bytes (see :func:`pack_intervals`), computed once."""
+        return pack_intervals(self.intervals, self.family)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,38 @@ def merge_networks(nets: Iterable, family: int) -> tuple:
         else:
             out.append((s, e))
     return tuple(out)
+
+
+def pack_intervals(intervals, family: int) -> bytes:
+    """Intervals as big-endian (first, last) address pairs: 8 bytes (v4) or 32 (v6) each.
+
+    Sorted intervals give sorted records, so equal states give equal bytes and
+    a diff can work on 64-bit integers (v4) instead of tuples.
+    """
+    if family == 4:
+        flat = [x for s, e in intervals for x in (s, e - 1)]
+        return struct.pack(f">{len(flat)}I", *flat)
+    return b"".join(s.to_bytes(16, "big") + (e - 1).to_bytes(16, "big") for s, e in intervals)
+
+
+def unpack_intervals(data: bytes, family: int) -> tuple:
+    if family == 4:
+        flat = struct.unpack(f">{len(data) // 4}I", data)
+        return tuple(zip(flat[0::2], [e + 1 for e in flat[1::2]]))
+    return tuple((int.from_bytes(data[i:i + 16], "big"), int.from_bytes(data[i + 16:i + 32], "big") + 1)
+                 for i in range(0, len(data), 32))
+
+
+def diff_packed(want: bytes, have: bytes, family: int) -> tuple:
+    """(to_add, to_delete) interval tuples between two packed states.
+
+    One merge walk over the sorted records (native ``sipedge._setdiff``, or
+    its pure-Python twin).
+    """
+    if want == have:
+        return (), ()
+    add, delete = _setdiff.sorted_diff(want, have, 8 if family == 4 else 32)
+    return unpack_intervals(add, family), unpack_intervals(delete, family)
 
 
 def _split(start: int, end: int, family: int) -> list:
@@ -130,7 +169,8 @@ def desired_state(al: Allowlist, table: str = DEFAULT_TABLE, mode: str = "enforc
         nets = al.networks(role)
         for fam in (4, 6):
             name = f"{role}_v{fam}"
-            d.sets[name] = SetSpec(name, role, fam, merge_networks(nets, fam))
+            d.sets[name] = SetSpec(name, role, fam, merge_networks(nets, fam),
+                                   sum(1 for n in nets if n.version == fam))
     for role in al.roles:
         for pr in _dedup(role_ports[role]):
             for fam in (4, 6):

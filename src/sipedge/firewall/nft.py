@@ -29,7 +29,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import (
     NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE, nft_chain_msg,
     nft_gen_msg, nft_rule_msg, nft_set_elem_list_msg, nft_set_msg, nft_table_msg)
 
-from .desired import TOP, Desired, RuleSpec, SetSpec
+from .desired import TOP, Desired, RuleSpec, diff_packed
 from .nl import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                  NLM_F_REQUEST, NetlinkError, NfSocket)
 
@@ -151,6 +151,7 @@ def _attr(typ: int, payload: bytes) -> bytes:
 
 
 def _elem_bytes(key: int, klen: int, end: bool) -> bytes:
+    """One element, attribute by attribute (reference for the packed form below)."""
     k = _attr(1, _attr(1, key.to_bytes(klen, "big")))  # NFTA_SET_ELEM_KEY{NFTA_DATA_VALUE}
     if end:
         k += _attr(3, struct.pack(">I", NFT_SET_ELEM_INTERVAL_END))  # NFTA_SET_ELEM_FLAGS
@@ -168,20 +169,28 @@ def interval_keys(intervals, family: int) -> List[Tuple[int, bool]]:
     return out
 
 
+def _heads(klen: int) -> Tuple[bytes, bytes, bytes]:
+    start = struct.pack("=HHHHHH", 12 + klen, 1, 8 + klen, 1, 4 + klen, 1)
+    end = struct.pack("=HHHHHH", 20 + klen, 1, 8 + klen, 1, 4 + klen, 1)
+    flags = struct.pack("=HH", 8, 3) + struct.pack(">I", NFT_SET_ELEM_INTERVAL_END)
+    return start, end, flags
+
+
+_HEADS = {4: _heads(4), 6: _heads(16)}
+
+
 def pack_elements(keys: List[Tuple[int, bool]], family: int) -> List[bytes]:
-    """Element-list attribute payloads, each small enough for one message."""
+    """Element-list attribute payloads, each small enough for one message.
+
+    Byte for byte what :func:`_elem_bytes` builds, with the constant headers
+    precomputed (tens of nanoseconds per element instead of microseconds).
+    """
     klen = KEY_LEN[family]
-    chunks, cur, size = [], [], 0
-    for key, end in keys:
-        b = _elem_bytes(key, klen, end)
-        if size + len(b) > MAX_ELEM_BYTES and cur:
-            chunks.append(b"".join(cur))
-            cur, size = [], 0
-        cur.append(b)
-        size += len(b)
-    if cur:
-        chunks.append(b"".join(cur))
-    return chunks
+    hs, he, fl = _HEADS[family]
+    elems = [(he + k.to_bytes(klen, "big") + fl) if end else (hs + k.to_bytes(klen, "big"))
+             for k, end in keys]
+    per = MAX_ELEM_BYTES // (len(he) + klen + len(fl))
+    return [b"".join(elems[i:i + per]) for i in range(0, len(elems), per)]
 
 
 def elem_message(msg_type: int, flags: int, seq: int, table: str, set_name: str,
@@ -493,14 +502,15 @@ class NftBackend:
         """Create the whole table in one transaction (replacing an existing one if asked)."""
         self._batch(self.create_messages(d, replace), genid)
 
-    def sync_messages(self, d: Desired, live_sets: Dict[str, tuple]) -> Tuple[list, int, int]:
-        """Element deletes then adds turning *live_sets* into *d*'s sets."""
+    def sync_messages(self, d: Desired, live_packed: Dict[str, bytes]) -> Tuple[list, int, int]:
+        """Element deletes then adds turning the live sets into *d*'s sets.
+
+        *live_packed* maps set name -> :func:`~sipedge.firewall.desired.pack_intervals`
+        of its live intervals.
+        """
         dels, adds, nd, na = [], [], 0, 0
         for name, st in d.sets.items():
-            cur = set(live_sets.get(name, ()))
-            want = set(st.intervals)
-            gone = sorted(cur - want)
-            new = sorted(want - cur)
+            new, gone = diff_packed(st.packed, live_packed.get(name, b""), st.family)
             nd += len(gone)
             na += len(new)
             if gone:
@@ -511,9 +521,9 @@ class NftBackend:
                                         interval_keys(new, st.family), st.family)
         return dels + adds, na, nd
 
-    def sync(self, d: Desired, live_sets: Dict[str, tuple], genid: Optional[int] = None) -> Tuple[int, int]:
+    def sync(self, d: Desired, live_packed: Dict[str, bytes], genid: Optional[int] = None) -> Tuple[int, int]:
         """Change only the elements that differ, in one transaction; (added, deleted)."""
-        msgs, na, nd = self.sync_messages(d, live_sets)
+        msgs, na, nd = self.sync_messages(d, live_packed)
         if msgs:
             self._batch(msgs, genid)
         return na, nd

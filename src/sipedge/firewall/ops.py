@@ -14,7 +14,7 @@ from typing import Optional
 
 from ..errors import InputError
 from . import nsutil, state
-from .desired import Desired, interval_text
+from .desired import Desired, interval_text, pack_intervals
 from .nl import NetlinkError, has_net_admin, require_net_admin
 from .ruleset import render_desired
 
@@ -132,7 +132,7 @@ def _apply_locked(be, d: Desired, opts: Options, nsid: str, snap_path: str, skey
     if snap and snap["netns"] == nsid and snap["structure"] == skey and snap["table"] == d.table:
         genid = be.genid()
         if genid == snap["genid"]:
-            live_sets = {n: ivs for n, (fam, ivs) in snap["sets"].items()}
+            live_sets = {n: packed for n, (fam, packed) in snap["sets"].items()}
             try:
                 na, nd = be.sync(d, live_sets, genid=genid)
                 res.update(action="sync" if na or nd else "none", added=na, deleted=nd, fast=True)
@@ -149,14 +149,15 @@ def _apply_locked(be, d: Desired, opts: Options, nsid: str, snap_path: str, skey
             be.create(d, replace=True, genid=cur.genid)
             res.update(action="replace", added=sum(len(s.intervals) for s in d.sets.values()))
         else:
-            na, nd = be.sync(d, {n: s.intervals for n, s in cur.sets.items()}, genid=cur.genid)
+            na, nd = be.sync(d, {n: pack_intervals(s.intervals, d.sets[n].family)
+                                 for n, s in cur.sets.items()}, genid=cur.genid)
             res.update(action="sync" if na or nd else "none", added=na, deleted=nd)
         res["fast"] = False
     res["changed"] = res["action"] != "none"
     if res["changed"] or not snap:
         state.save_snapshot(snap_path, netns_id=nsid, table=d.table, backend=opts.backend,
                             structure=skey, genid=be.genid(),
-                            sets={n: (s.family, s.intervals) for n, s in d.sets.items()},
+                            sets={n: (s.family, s.packed) for n, s in d.sets.items()},
                             mode=d.mode, prefixes=d.prefix_count,
                             changes={"added": res["added"], "deleted": res["deleted"]})
     return res
@@ -183,7 +184,7 @@ def status(d: Desired, opts: Options) -> dict:
         out["last_apply"] = {"time": snap["time"], "prefixes": snap["prefixes"],
                              "mode": snap["mode"], "changes": snap["changes"],
                              "matches_desired": snap["structure"] == structure_key(d) and all(
-                                 snap["sets"].get(n, (0, ()))[1] == s.intervals
+                                 snap["sets"].get(n, (0, b""))[1] == s.packed
                                  for n, s in d.sets.items())}
     return out
 

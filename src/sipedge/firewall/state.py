@@ -64,26 +64,19 @@ def snapshot_path(state_dir: str, netns: Optional[str], table: str, backend: str
     return os.path.join(state_dir, f"firewall-{netns or 'host'}-{backend}-{table}.msgpack")
 
 
-def _pack_intervals(intervals, family: int) -> bytes:
-    k = 4 if family == 4 else 16
-    return b"".join(s.to_bytes(k, "big") + (e - 1).to_bytes(k, "big") for s, e in intervals)
-
-
-def _unpack_intervals(data: bytes, family: int) -> tuple:
-    k = 4 if family == 4 else 16
-    return tuple((int.from_bytes(data[i:i + k], "big"), int.from_bytes(data[i + k:i + 2 * k], "big") + 1)
-                 for i in range(0, len(data), 2 * k))
-
-
 def save_snapshot(path: str, *, netns_id: str, table: str, backend: str, structure: str,
                   genid: int, sets: dict, mode: str, prefixes: int, changes: dict) -> None:
-    """Write the snapshot atomically (temporary file + rename)."""
+    """Write the snapshot atomically (temporary file + rename).
+
+    *sets* maps a set name to ``(family, packed)`` with *packed* from
+    :func:`sipedge.firewall.desired.pack_intervals`.
+    """
     import msgpack
 
     doc = {"version": SNAPSHOT_VERSION, "time": time.time(), "netns": netns_id, "table": table,
            "backend": backend, "structure": structure, "genid": genid, "mode": mode,
            "prefixes": prefixes, "changes": changes,
-           "sets": {name: [fam, _pack_intervals(ivs, fam)] for name, (fam, ivs) in sets.items()}}
+           "sets": {name: [fam, packed] for name, (fam, packed) in sets.items()}}
     _atomic_write(path, msgpack.packb(doc, use_bin_type=True))
 
 
@@ -102,8 +95,7 @@ def load_snapshot(path: str) -> Optional[dict]:
         doc = msgpack.unpackb(raw, raw=False)
         if doc.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"version {doc.get('version')!r}, expected {SNAPSHOT_VERSION}")
-        doc["sets"] = {name: (fam, _unpack_intervals(data, fam))
-                       for name, (fam, data) in doc["sets"].items()}
+        doc["sets"] = {name: (int(fam), bytes(data)) for name, (fam, data) in doc["sets"].items()}
     except Exception as e:  # noqa: BLE001 - any corruption is reported the same way
         raise SnapshotError(f"{path}: corrupt or foreign snapshot ({e}); delete it, the next "
                             "apply rewrites it") from None
