@@ -130,8 +130,8 @@ def _apply_locked(be, d: Desired, opts: Options, nsid: str, snap_path: str, skey
             snap = None
     done = False
     if snap and snap["netns"] == nsid and snap["structure"] == skey and snap["table"] == d.table:
-        genid = be.genid()
-        if genid == snap["genid"]:
+        genid = be.genid()  # None: the backend has no generation counter (ipset)
+        if genid is not None and genid == snap["genid"]:
             live_sets = {n: packed for n, (fam, packed) in snap["sets"].items()}
             try:
                 na, nd = be.sync(d, live_sets, genid=genid)
