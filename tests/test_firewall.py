@@ -383,6 +383,34 @@ def test_failed_transaction_leaves_previous_state_and_says_why(fw_ns, al_files, 
     assert ops.apply(db, opts_for(ns))["action"] == "sync"
 
 
+def test_a_concurrent_change_makes_the_kernel_refuse_the_batch_and_apply_retries(fw_ns, al_files,
+                                                                                opts_for, monkeypatch):
+    ns = fw_ns
+    d = desired_state(Allowlist.load(al_files[0]))
+    calls = []
+
+    def someone_else_commits(msgs):
+        calls.append(len(msgs))
+        if len(calls) == 1:  # between our read and our commit, another program changes the ruleset
+            ns.exec("nft", "add", "table", "inet", "intruder")
+
+    monkeypatch.setattr(nl, "BATCH_HOOK", someone_else_commits)
+    r = ops.apply(d, opts_for(ns))
+    assert r["action"] == "create" and len(calls) == 2  # refused (ERESTART), re-read, applied
+    tables = [x["table"]["name"] for x in nft_json(ns) if "table" in x]
+    assert sorted(tables) == ["intruder", "sipedge"]
+    # the snapshot fast path is refused the same way and falls back to a full read
+    monkeypatch.setattr(nl, "BATCH_HOOK", None)
+    db = desired_state(Allowlist.load(al_files[1]))
+    calls.clear()
+    monkeypatch.setattr(nl, "BATCH_HOOK", lambda m: (calls.append(1), len(calls) == 1 and ns.exec(
+        "nft", "add", "table", "inet", "intruder2")))
+    r = ops.apply(db, opts_for(ns))
+    assert r["action"] == "sync" and r["fast"] is False and len(calls) == 2
+    assert set_elements(ns, "sipedge", "media_v4") == expected_elements(Allowlist.load(al_files[1]),
+                                                                        "media", 4)
+
+
 def test_kernel_without_nf_tables_and_missing_namespace_are_one_clear_error(fw_ns, al_files, opts_for,
                                                                             monkeypatch, tmp_path):
     d = desired_state(Allowlist.load(al_files[0]))
@@ -665,3 +693,16 @@ def test_ipset_backend_real_traffic_and_sync_under_traffic(lab, al_files, opts_f
             rx.wait()
     assert actions == ["sync"] * 4
     assert received == sent == 1500
+
+
+def test_contrib_example_allowlist_and_units():
+    root = os.path.dirname(HERE)
+    al = Allowlist.load(os.path.join(root, "contrib", "allowlist.example.toml"))
+    for e in al:  # documentation addresses only
+        assert any(e.network.subnet_of(ipaddress.ip_network(doc)) for doc in (
+            "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+            if ipaddress.ip_network(doc).version == e.network.version)
+    assert "elements = { 192.0.2.0/28, 198.51.100.16/28 }" in render(al)
+    unit = open(os.path.join(root, "contrib", "sipedge-firewall.service")).read()
+    assert "sipedge firewall apply" in unit and "CAP_NET_ADMIN" in unit
+    assert "OnUnitActiveSec=" in open(os.path.join(root, "contrib", "sipedge-firewall.timer")).read()

@@ -140,21 +140,31 @@ def _apply_locked(be, d: Desired, opts: Options, nsid: str, snap_path: str, skey
             except NetlinkError as e:
                 if e.code not in (errno.ERESTART, errno.EBUSY):
                     raise
-    if not done:
+    attempt = 0
+    while not done:
+        # the batch carries the generation read here: if anything changed the
+        # ruleset in between, the kernel refuses it (ERESTART) and we read again
+        attempt += 1
         cur = be.read(d.table)
-        if not cur.exists:
-            be.create(d, genid=cur.genid)
-            res.update(action="create", added=sum(len(s.intervals) for s in d.sets.values()))
-        elif not be.structure_matches(d, cur):
-            be.create(d, replace=True, genid=cur.genid)
-            res.update(action="replace", added=sum(len(s.intervals) for s in d.sets.values()))
-        else:
-            na, nd = be.sync(d, {n: pack_intervals(s.intervals, d.sets[n].family)
-                                 for n, s in cur.sets.items()}, genid=cur.genid)
-            res.update(action="sync" if na or nd else "none", added=na, deleted=nd)
+        try:
+            if not cur.exists:
+                be.create(d, genid=cur.genid)
+                res.update(action="create", added=sum(len(s.intervals) for s in d.sets.values()))
+            elif not be.structure_matches(d, cur):
+                be.create(d, replace=True, genid=cur.genid)
+                res.update(action="replace", added=sum(len(s.intervals) for s in d.sets.values()))
+            else:
+                na, nd = be.sync(d, {n: pack_intervals(s.intervals, d.sets[n].family)
+                                     for n, s in cur.sets.items()}, genid=cur.genid)
+                res.update(action="sync" if na or nd else "none", added=na, deleted=nd)
+        except NetlinkError as e:
+            if e.code == errno.ERESTART and attempt < 3:
+                continue
+            raise
         res["fast"] = False
+        done = True
     res["changed"] = res["action"] != "none"
-    if res["changed"] or not snap:
+    if res["changed"] or not res["fast"]:  # a snapshot that did not validate is refreshed
         state.save_snapshot(snap_path, netns_id=nsid, table=d.table, backend=opts.backend,
                             structure=skey, genid=be.genid(),
                             sets={n: (s.family, s.packed) for n, s in d.sets.items()},
