@@ -452,6 +452,18 @@ def test_cli_apply_status_remove_in_a_namespace(fw_ns, al_files, tmp_path):
     r = cli("firewall", "remove", *common)
     assert r.returncode == 0 and "removed table inet sipedge" in r.stdout
     assert nft_json(ns) == []
+    # options: hook priority, table name, edges, ports
+    r = cli("firewall", "apply", "--netns", ns.name, "--lock-file", str(tmp_path / "l"),
+            "--state-dir", str(tmp_path / "s"), "--priority", "5", "--table", "sbc_edge",
+            "--allowlist", os.path.join(os.path.dirname(HERE), "contrib", "allowlist.example.toml"),
+            "--edges", "lab-east", "--signaling-ports", "5080/udp", "--json")
+    assert r.returncode == 0, r.stderr
+    live = nft_json(ns)
+    chain = [x["chain"] for x in live if "chain" in x][0]
+    assert chain["table"] == "sbc_edge" and chain["prio"] == 5 and chain["hook"] == "input"
+    assert set_elements(ns, "sbc_edge", "signaling_v4") == ["192.0.2.0/28"]  # not lab-west's
+    text = ns.exec("nft", "list", "table", "inet", "sbc_edge").stdout
+    assert "udp dport 5080" in text and "dport 5060" not in text
 
 
 # ------------------------------------------------------------------ real traffic
