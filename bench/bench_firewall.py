@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from netns import Netns  # noqa: E402
 
 from sipedge.allowlist import Allowlist, Entry  # noqa: E402
-from sipedge.firewall import nsutil, ops  # noqa: E402
+from sipedge.firewall import nft, nsutil, ops  # noqa: E402
 from sipedge.firewall.desired import desired_state, interval_text  # noqa: E402
 from sipedge.firewall.ipset import cidrs, set_name  # noqa: E402
 from sipedge.firewall.ruleset import render_desired  # noqa: E402
@@ -102,6 +102,7 @@ def _run_in(ns, *cmd, stdin=None):
 
 
 def _reset(ns, tmp_path):
+    nft._EXPR_CACHE.clear()  # every round pays what one `sipedge firewall apply` run pays
     ns.exec("nft", "flush", "ruleset")
     for f in (tmp_path / "st").glob("*") if (tmp_path / "st").exists() else []:
         f.unlink()

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -189,6 +188,21 @@ def test_fast_element_packing_decodes_to_what_pyroute2_encodes():
 
     assert decoded(fast) == decoded(ref)
     assert nft.parse_elements([fast]) == keys
+
+
+def test_rule_messages_are_byte_identical_to_pyroute2_encoding():
+    from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWRULE, nft_rule_msg
+
+    d = desired_state(Allowlist.from_toml(AL_A), mode="monitor")
+    ids = {n: i + 1 for i, n in enumerate(d.sets)}
+    nft._EXPR_CACHE.clear()
+    for r in d.rules:
+        exprs = nft.rule_exprs(r, ids)
+        ref = nft.encode(nft_rule_msg, NFT_MSG_NEWRULE, 0x405, 77,
+                         [("NFTA_RULE_TABLE", d.table), ("NFTA_RULE_CHAIN", d.chain),
+                          ("NFTA_RULE_EXPRESSIONS", exprs)])
+        assert nft.rule_message(0x405, 77, d.table, d.chain, exprs) == ref
+    assert 0 < len(nft._EXPR_CACHE) < sum(len(nft.rule_exprs(r, ids)) for r in d.rules)
 
 
 def test_large_element_lists_are_split_below_the_attribute_size_limit():

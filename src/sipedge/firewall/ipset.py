@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import FirewallError, KernelSupportError
 from . import nsutil
-from .desired import TOP, Desired, diff_packed, merge_networks, pack_intervals
+from .desired import Desired, diff_packed
 from .nl import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
 
 NFNL_SUBSYS_IPSET = 6

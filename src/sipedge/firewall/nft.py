@@ -144,6 +144,35 @@ def rule_exprs(r: RuleSpec, set_ids: Dict[str, int]) -> list:
     return ex
 
 
+_EXPR_CACHE: Dict[str, Tuple[int, bytes]] = {}
+
+
+def _expr_bytes(expr: dict) -> Tuple[int, bytes]:
+    """(attribute type, payload) of one expression inside NFTA_RULE_EXPRESSIONS, as
+    pyroute2 encodes it; memoized, since a ruleset repeats a handful of expressions."""
+    key = repr(expr)
+    hit = _EXPR_CACHE.get(key)
+    if hit is None:
+        m = encode(nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
+        off, end = _parse_attrs(m, 20, len(m))[4]  # NFTA_RULE_EXPRESSIONS
+        typ = struct.unpack_from("=H", m, off - 2)[0]
+        hit = _EXPR_CACHE[key] = (typ, m[off:end])
+    return hit
+
+
+def rule_message(flags: int, seq: int, table: str, chain: str, exprs: list) -> bytes:
+    """NEWRULE: the bytes pyroute2's ``nft_rule_msg`` encodes for these attributes
+    (a test checks), built from memoized expression encodings."""
+    typ = 0
+    parts = []
+    for e in exprs:
+        typ, payload = _expr_bytes(e)
+        parts.append(payload)
+    body = (struct.pack("=BBH", NFPROTO_INET, 0, 0) + _attr(1, table.encode() + b"\0")
+            + _attr(2, chain.encode() + b"\0") + _attr(typ or 4, b"".join(parts)))
+    return struct.pack("=IHHII", 16 + len(body), _t(NFT_MSG_NEWRULE), flags, seq, 0) + body
+
+
 # -- set elements ----------------------------------------------------------------------
 def _attr(typ: int, payload: bytes) -> bytes:
     n = 4 + len(payload)
@@ -417,10 +446,7 @@ class NftBackend:
     @staticmethod
     def desired_rules(d: Desired) -> list:
         ids = {name: i + 1 for i, name in enumerate(d.sets)}
-        return [canon_rule(encode(nft_rule_msg, NFT_MSG_NEWRULE, 0, 0,
-                                  [("NFTA_RULE_TABLE", d.table), ("NFTA_RULE_CHAIN", d.chain),
-                                   ("NFTA_RULE_EXPRESSIONS", rule_exprs(r, ids))]))
-                for r in d.rules]
+        return [canon_rule(rule_message(0, 0, d.table, d.chain, rule_exprs(r, ids))) for r in d.rules]
 
     def structure_matches(self, d: Desired, live: Live) -> bool:
         """True when the live table has exactly the desired chain, sets and rules."""
@@ -485,10 +511,8 @@ class NftBackend:
                                             ("NFTA_HOOK_PRIORITY", d.priority)]}),
              ("NFTA_CHAIN_POLICY", NF_ACCEPT), ("NFTA_CHAIN_TYPE", "filter")])))
         for r in d.rules:
-            out.append((f"new rule `{r.describe()}`", encode(
-                nft_rule_msg, NFT_MSG_NEWRULE, f | NLM_F_CREATE | NLM_F_APPEND, s.next_seq(),
-                [("NFTA_RULE_TABLE", d.table), ("NFTA_RULE_CHAIN", d.chain),
-                 ("NFTA_RULE_EXPRESSIONS", rule_exprs(r, ids))])))
+            out.append((f"new rule `{r.describe()}`", rule_message(
+                f | NLM_F_CREATE | NLM_F_APPEND, s.next_seq(), d.table, d.chain, rule_exprs(r, ids))))
         return out
 
     def _elem_msgs(self, msg_type, table, name, keys, family):
