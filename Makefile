@@ -39,3 +39,10 @@ bench: build
 
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/sipedge/_*.c src/sipedge/*.so src/sipedge/*.html
+
+.PHONY: bench-firewall
+## bench-firewall: firewall apply/sync beside nft -f and ipset restore (root; ~3 min,
+## 2 of them are nft's own 1% element sync of a 100k-prefix set)
+bench-firewall: build
+	PYTHONPATH=src $(PYTEST) bench/bench_firewall.py --benchmark-only --benchmark-min-rounds 3 \
+		--benchmark-max-time 0.5 -p no:cacheprovider

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Callable, Optional, Sequence
 
 from . import errors
@@ -103,14 +102,17 @@ def _add_firewall(sub) -> None:
         a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         a.add_argument("--allowlist", metavar="F", help="allowlist TOML file (default: embedded Twilio dataset)")
         a.add_argument("--edges", metavar="LIST",
-                       help="comma list of edges whose signaling ranges to allow (default: all)")
-        a.add_argument("--table", default="sipedge", help="nft table name (default: sipedge)")
+                       help="comma list of edges whose ranges to allow (default: all); ranges "
+                            "without an edge, like Twilio's media range, are always kept")
+        a.add_argument("--table", default="sipedge",
+                       help="nft table name (default: sipedge); with ipset: set-name prefix, and "
+                            "upper-cased, the iptables chain")
         a.add_argument("--backend", choices=("nft", "ipset"), default="nft",
                        help="nft (netlink, default) or ipset (+ iptables rules)")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
         a.add_argument("--mode", choices=("enforce", "monitor"), default="enforce",
                        help="enforce: drop untrusted traffic to the SBC ports; monitor: only count it")
-        a.add_argument("--priority", type=int, default=-10, help="input hook priority (default: -10)")
+        a.add_argument("--priority", type=int, default=-10, help="input hook priority (nft backend; default: -10)")
         a.add_argument("--signaling-ports", metavar="LIST",
                        help="override signaling ports, e.g. 5060/udp,5060/tcp,5061/tcp")
         a.add_argument("--media-ports", metavar="LIST", help="override media ports, e.g. 10000-60000/udp")
@@ -199,6 +201,8 @@ def _cmd_firewall_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_firewall_status(args: argparse.Namespace) -> int:
+    import time
+
     from .firewall import ops
 
     d, opts = _firewall_setup(args)
