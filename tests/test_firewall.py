@@ -652,6 +652,17 @@ def ipset_ns():
         yield ns
 
 
+def test_cidrs_cover_an_interval_exactly():
+    from sipedge.firewall.ipset import cidrs
+
+    a = int(ipaddress.ip_address("192.0.2.0"))
+    assert cidrs(a, a + 256, 4) == [(a, 24)]
+    got = [f"{ipaddress.ip_address(x)}/{c}" for x, c in cidrs(a + 1, a + 7, 4)]
+    assert got == [str(n) for n in ipaddress.summarize_address_range(
+        ipaddress.ip_address(a + 1), ipaddress.ip_address(a + 6))]
+    assert cidrs(0, 1 << 32, 4) == [(0, 0)]
+
+
 def test_ipset_backend_apply_sync_remove(ipset_ns, al_files, opts_for):
     ns = ipset_ns
     ns.exec("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")

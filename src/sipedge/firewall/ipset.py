@@ -40,6 +40,9 @@ MAX_ADT_BYTES = 60000
 def cidrs(start: int, end: int, family: int) -> List[Tuple[int, int]]:
     """The CIDR blocks (address, prefix length) exactly covering [start, end)."""
     bits = 32 if family == 4 else 128
+    size = end - start
+    if size & (size - 1) == 0 and start % size == 0:  # the usual case: one block
+        return [(start, bits - size.bit_length() + 1)]
     out = []
     while start < end:
         size = (start & -start) if start else 1 << bits
@@ -256,28 +259,33 @@ class IpsetBackend:
         return out
 
     # -- changing -----------------------------------------------------------------
-    def _adt_messages(self, name: str, intervals, family: int) -> List[bytes]:
+    @staticmethod
+    def _blocks(intervals, family: int) -> List[Tuple[int, int]]:
+        return [b for s, e in intervals for b in cidrs(s, e, family)]
+
+    def _adt_messages(self, name: str, blocks: List[Tuple[int, int]], family: int) -> List[bytes]:
+        """IPSET_CMD_ADD messages with many entries each (hash:net: address + CIDR)."""
         klen = 4 if family == 4 else 16
         atyp = (A_IPV4 if family == 4 else A_IPV6) | NLA_F_NET_BYTEORDER
-        datas = []
-        for s, e in intervals:
-            for addr, c in cidrs(s, e, family):
-                ip = _attr(A_IP | NLA_F_NESTED, _attr(atyp, addr.to_bytes(klen, "big")))
-                datas.append(_attr(A_DATA | NLA_F_NESTED, ip + _attr(A_CIDR, bytes([c]))))
+        # DATA{ IP{ IPADDR_IPVx(addr) }, CIDR(c) } with its constant parts packed once
+        head = struct.pack("=HHHHHH", 4 + (8 + klen) + 8, A_DATA | NLA_F_NESTED,
+                           8 + klen, A_IP | NLA_F_NESTED, 4 + klen, atyp)
+        tails = [struct.pack("=HHB3x", 5, A_CIDR, c) for c in range(8 * klen + 1)]
+        datas = [head + a.to_bytes(klen, "big") + tails[c] for a, c in blocks]
         msgs = []
-        head = (struct.pack("=BBH", 2 if family == 4 else 10, 0, 0)
-                + _attr(A_PROTOCOL, bytes([IPSET_PROTOCOL])) + _attr(A_SETNAME, name.encode() + b"\0"))
-        per = max(1, MAX_ADT_BYTES // (len(datas[0]) if datas else 1))
+        top = (struct.pack("=BBH", 2 if family == 4 else 10, 0, 0)
+               + _attr(A_PROTOCOL, bytes([IPSET_PROTOCOL])) + _attr(A_SETNAME, name.encode() + b"\0")
+               # a multi-entry ADT needs IPSET_ATTR_LINENO beside it (the kernel says so)
+               + _attr(A_LINENO, struct.pack("=I", 0)))
+        per = MAX_ADT_BYTES // (len(head) + klen + len(tails[0]))
         for i in range(0, len(datas), per):
-            # a multi-entry ADT needs IPSET_ATTR_LINENO beside it (the kernel says so)
-            body = (head + _attr(A_LINENO, struct.pack("=I", 0))
-                    + _attr(A_ADT | NLA_F_NESTED, b"".join(datas[i:i + per])))
+            body = top + _attr(A_ADT | NLA_F_NESTED, b"".join(datas[i:i + per]))
             msgs.append(struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_ADD,
                                     NLM_F_REQUEST | NLM_F_ACK, self.sock.next_seq(), 0) + body)
         return msgs
 
-    def _fill(self, name: str, intervals, family: int) -> None:
-        for m in self._adt_messages(name, intervals, family):
+    def _fill(self, name: str, blocks, family: int) -> None:
+        for m in self._adt_messages(name, blocks, family):
             self.sock.request(m, f"fill ipset {name}")
 
     def _create(self, name: str, family: int, count: int) -> None:
@@ -292,11 +300,12 @@ class IpsetBackend:
 
     def _replace_set(self, name: str, intervals, family: int, exists: bool) -> None:
         """Fill a temporary set and swap it in (or create the set when it is new)."""
-        count = sum(len(cidrs(s, e, family)) for s, e in intervals)
+        blocks = self._blocks(intervals, family)
+        count = len(blocks)
         if not exists:
             self._create(name, family, count)
             try:
-                self._fill(name, intervals, family)
+                self._fill(name, blocks, family)
             except Exception:
                 self._destroy(name)
                 raise
@@ -305,7 +314,7 @@ class IpsetBackend:
         self._destroy(tmp)
         self._create(tmp, family, count)
         try:
-            self._fill(tmp, intervals, family)
+            self._fill(tmp, blocks, family)
             self.ipset.swap(tmp, name)
         finally:
             self._destroy(tmp)
