@@ -18,7 +18,7 @@ from types import ModuleType
 NO_EXTENSIONS = os.environ.get("SIPEDGE_NO_EXTENSIONS", "") not in ("", "0")
 
 #: The pieces with two implementations.
-PIECES = ("prefix", "select", "classify")
+PIECES = ("prefix", "select", "classify", "setdiff")
 
 _chosen: dict[str, str] = {}
 

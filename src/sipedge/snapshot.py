@@ -29,7 +29,6 @@ import sys
 from itertools import repeat
 from typing import Optional
 
-import msgpack
 
 from ._version import __version__
 from .errors import SnapshotError
@@ -50,6 +49,8 @@ def _sha256_file(path: str) -> Optional[str]:
 
 def dumps(al, source: Optional[str] = None) -> bytes:
     """The snapshot bytes of allowlist *al*; *source* is the TOML it was read from."""
+    import msgpack  # only snapshots need it: plain TOML loading stays dependency-free
+
     from .allowlist import _embedded
 
     table = al._table
@@ -140,6 +141,8 @@ def _swap(b: bytes, code: str) -> bytes:
 
 def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
     """The allowlist in snapshot bytes *data* (see :func:`load`)."""
+    import msgpack
+
     from .allowlist import Allowlist, Match, PortRange, _embedded, _prefix
 
     if not data.startswith(MAGIC):

@@ -1,44 +1,40 @@
-"""Render the desired nftables state of an Allowlist as ``nft -f`` text.
+"""Render the desired nftables state as ``nft -f`` text, for people to review.
 
 sipedge owns one table (``inet sipedge`` by default) and nothing else; its
-rules match only the SBC's SIP and media ports.
+rules match only the SBC's SIP and media ports. The same state is what the
+netlink backend programs, so ``nft -f`` of this text and ``sipedge firewall
+apply`` give the same ``nft list ruleset``.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ..allowlist import Allowlist
-
-SET_FOR_ROLE = {"signaling": "signaling", "media": "media"}
-
-
-def _elements(nets) -> str:
-    return ", ".join(str(n) for n in nets)
+from .desired import DEFAULT_PRIORITY, Desired, desired_state, interval_text
 
 
-def render(al: Allowlist, table: str = "sipedge", mode: str = "enforce",
-           priority: int = -10) -> str:
-    """nft(8) script text that creates sipedge's table for *al*."""
-    lines = [f"table inet {table} {{"]
-    for role in al.roles:
-        for fam, typ in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            nets = al.networks(role, fam)
-            lines.append(f"\tset {role}_v{fam} {{")
-            lines.append(f"\t\ttype {typ}")
-            lines.append("\t\tflags interval")
-            if nets:
-                lines.append(f"\t\telements = {{ {_elements(nets)} }}")
-            lines.append("\t}")
-    lines.append("\tchain input {")
-    lines.append(f"\t\ttype filter hook input priority {priority}; policy accept;")
-    verdict = "drop" if mode == "enforce" else "continue"
-    for role in al.roles:
-        for pr in al.ports[role]:
-            ports = str(pr.low) if pr.low == pr.high else f"{pr.low}-{pr.high}"
-            for fam, key in ((4, "ip"), (6, "ip6")):
-                lines.append(f"\t\t{key} saddr @{role}_v{fam} {pr.proto} dport {ports} counter accept")
-    for role in al.roles:
-        for pr in al.ports[role]:
-            ports = str(pr.low) if pr.low == pr.high else f"{pr.low}-{pr.high}"
-            lines.append(f"\t\t{pr.proto} dport {ports} counter {verdict}")
+def render_desired(d: Desired) -> str:
+    """nft(8) script text that creates the table of *d*."""
+    lines = [f"table inet {d.table} {{"]
+    for s in d.sets.values():
+        lines.append(f"\tset {s.name} {{")
+        lines.append(f"\t\ttype {'ipv4_addr' if s.family == 4 else 'ipv6_addr'}")
+        lines.append("\t\tflags interval")
+        if s.intervals:
+            elems = ", ".join(interval_text(a, b, s.family) for a, b in s.intervals)
+            lines.append(f"\t\telements = {{ {elems} }}")
+        lines.append("\t}")
+    lines.append(f"\tchain {d.chain} {{")
+    lines.append(f"\t\ttype filter hook input priority {d.priority}; policy accept;")
+    for r in d.rules:
+        lines.append(f"\t\t{r.describe()}")
     lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def render(al: Allowlist, table: str = "sipedge", mode: str = "enforce",
+           priority: int = DEFAULT_PRIORITY, ports: Optional[dict] = None) -> str:
+    """nft(8) script text that creates sipedge's table for *al*."""
+    return render_desired(desired_state(al, table=table, mode=mode, priority=priority,
+                                        ports=ports))

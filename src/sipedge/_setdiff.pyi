@@ -1,0 +1,3 @@
+from typing import Tuple
+
+def sorted_diff(a: bytes, b: bytes, rec: int) -> Tuple[bytes, bytes]: ...

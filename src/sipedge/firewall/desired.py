@@ -1,0 +1,192 @@
+"""The desired firewall state of an Allowlist, independent of any backend.
+
+sipedge owns one table (``inet sipedge`` by default) holding, per role and IP
+version, one interval set (``signaling_v4``, ``media_v6`` ...) and one base
+chain ``input`` on the input hook. The chain's rules match only the SBC's
+ports: traffic to a role's ports from that role's sets is accepted, the rest
+of the traffic to those ports is dropped (``enforce``) or only counted
+(``monitor``). Every rule carries a counter; other ports are never matched.
+
+Set contents are kept as sorted, merged, half-open integer intervals
+``(start, end)`` so that backends can diff them cheaply.
+"""
+from __future__ import annotations
+
+import functools
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+from .. import _impl
+from ..allowlist import Allowlist, PortRange, parse_ports
+from ..errors import InputError
+
+_setdiff = _impl.load("setdiff")
+
+MODES = ("enforce", "monitor")
+TOP = {4: 1 << 32, 6: 1 << 128}
+DEFAULT_TABLE = "sipedge"
+DEFAULT_CHAIN = "input"
+DEFAULT_PRIORITY = -10
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    name: str
+    role: str
+    family: int  # 4 | 6
+    intervals: tuple  # ((start, end_exclusive), ...) sorted, merged
+    prefix_count: int = 0  # collapsed prefixes of the allowlist behind the intervals
+
+    @functools.cached_property
+    def packed(self) -> bytes:
+        """The intervals as bytes (see :func:`pack_intervals`), computed once."""
+        return pack_intervals(self.intervals, self.family)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    verdict: str  # "accept" | "drop" | "count"
+    proto: str  # "udp" | "tcp"
+    low: int
+    high: int
+    role: str
+    family: Optional[int] = None  # with a set: 4 | 6
+    set: Optional[str] = None
+
+    def describe(self) -> str:
+        ports = str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+        src = f"ip{'' if self.family == 4 else '6'} saddr @{self.set} " if self.set else ""
+        verdict = "" if self.verdict == "count" else f" {self.verdict}"
+        return f"{src}{self.proto} dport {ports} counter{verdict}"
+
+
+@dataclass
+class Desired:
+    table: str = DEFAULT_TABLE
+    chain: str = DEFAULT_CHAIN
+    priority: int = DEFAULT_PRIORITY
+    mode: str = "enforce"
+    sets: dict = field(default_factory=dict)  # name -> SetSpec
+    rules: list = field(default_factory=list)  # [RuleSpec]
+
+    @property
+    def prefix_count(self) -> int:
+        return sum(s.prefix_count for s in self.sets.values())
+
+
+def merge_networks(nets: Iterable, family: int) -> tuple:
+    """Sorted, merged half-open intervals covering *nets* (adjacent ones joined)."""
+    spans = sorted((int(n.network_address), int(n.broadcast_address) + 1)
+                   for n in nets if n.version == family)
+    out: list = []
+    for s, e in spans:
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return tuple(out)
+
+
+def pack_intervals(intervals, family: int) -> bytes:
+    """Intervals as big-endian (first, last) address pairs: 8 bytes (v4) or 32 (v6) each.
+
+    Sorted intervals give sorted records, so equal states give equal bytes and
+    a diff can work on 64-bit integers (v4) instead of tuples.
+    """
+    if family == 4:
+        flat = [x for s, e in intervals for x in (s, e - 1)]
+        return struct.pack(f">{len(flat)}I", *flat)
+    return b"".join(s.to_bytes(16, "big") + (e - 1).to_bytes(16, "big") for s, e in intervals)
+
+
+def unpack_intervals(data: bytes, family: int) -> tuple:
+    if family == 4:
+        flat = struct.unpack(f">{len(data) // 4}I", data)
+        return tuple(zip(flat[0::2], [e + 1 for e in flat[1::2]]))
+    return tuple((int.from_bytes(data[i:i + 16], "big"), int.from_bytes(data[i + 16:i + 32], "big") + 1)
+                 for i in range(0, len(data), 32))
+
+
+def diff_packed(want: bytes, have: bytes, family: int) -> tuple:
+    """(to_add, to_delete) interval tuples between two packed states.
+
+    One merge walk over the sorted records (native ``sipedge._setdiff``, or
+    its pure-Python twin).
+    """
+    if want == have:
+        return (), ()
+    add, delete = _setdiff.sorted_diff(want, have, 8 if family == 4 else 32)
+    return unpack_intervals(add, family), unpack_intervals(delete, family)
+
+
+def _split(start: int, end: int, family: int) -> list:
+    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    return list(ipaddress.summarize_address_range(cls(start), cls(end - 1)))
+
+
+def interval_text(start: int, end: int, family: int) -> str:
+    """``192.0.2.0/24`` for a CIDR-aligned interval, else ``first-last``."""
+    nets = _split(start, end, family)
+    if len(nets) == 1:
+        return str(nets[0])
+    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    return f"{cls(start)}-{cls(end - 1)}"
+
+
+def parse_port_list(text: str, what: str) -> list:
+    """``"5060/udp,5061/tcp"`` -> [PortRange]; used by --signaling-ports / --media-ports."""
+    items = [p.strip() for p in text.split(",") if p.strip()]
+    if not items:
+        raise InputError(f"{what}: empty port list; write e.g. 5060/udp,5060/tcp,5061/tcp")
+    return [parse_ports(p, f"{what}: ") for p in items]
+
+
+def desired_state(al: Allowlist, table: str = DEFAULT_TABLE, mode: str = "enforce",
+                  priority: int = DEFAULT_PRIORITY, chain: str = DEFAULT_CHAIN,
+                  ports: Optional[dict] = None) -> Desired:
+    """The state sipedge keeps in the kernel for *al*.
+
+    *ports* overrides the allowlist's ports per role, e.g.
+    ``{"media": [PortRange(16384, 32767, "udp")]}``.
+    """
+    if mode not in MODES:
+        raise InputError(f"bad mode {mode!r}: use enforce or monitor")
+    if not table or len(table) > 64 or not all(c.isalnum() or c in "_-" for c in table):
+        raise InputError(f"bad table name {table!r}: use 1-64 letters, digits, _ or -")
+    if not -400 <= priority <= 400:
+        raise InputError(f"hook priority {priority} out of range: use -400..400")
+    role_ports: dict = {r: list(p) for r, p in al.ports.items()}
+    for role, prs in (ports or {}).items():
+        if role not in role_ports:
+            raise InputError(f"ports given for role {role!r}, but the allowlist has roles "
+                             f"{', '.join(role_ports) or 'none'}")
+        role_ports[role] = list(prs)
+    d = Desired(table=table, chain=chain, priority=priority, mode=mode)
+    for role in al.roles:
+        nets = al.networks(role)
+        for fam in (4, 6):
+            name = f"{role}_v{fam}"
+            d.sets[name] = SetSpec(name, role, fam, merge_networks(nets, fam),
+                                   sum(1 for n in nets if n.version == fam))
+    for role in al.roles:
+        for pr in _dedup(role_ports[role]):
+            for fam in (4, 6):
+                d.rules.append(RuleSpec("accept", pr.proto, pr.low, pr.high, role,
+                                        fam, f"{role}_v{fam}"))
+    closing = "drop" if mode == "enforce" else "count"
+    for role in al.roles:
+        for pr in _dedup(role_ports[role]):
+            d.rules.append(RuleSpec(closing, pr.proto, pr.low, pr.high, role))
+    return d
+
+
+def _dedup(prs: Sequence[PortRange]) -> list:
+    seen, out = set(), []
+    for p in prs:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
