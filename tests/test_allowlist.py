@@ -398,7 +398,7 @@ def test_cli_hosts(capsys, monkeypatch):
 
 def test_contrib_example_loads():
     import os
-    path = os.path.join(os.path.dirname(__file__), "..", "contrib", "allowlist-example.toml")
+    path = os.path.join(os.path.dirname(__file__), "..", "contrib", "allowlist-extend-twilio.toml")
     al = Allowlist.load(path)
     assert al.roles == ["signaling", "media", "carrierx_signaling", "carrierx_media"]
     assert al.match("54.172.60.1").edge == "ashburn"

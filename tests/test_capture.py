@@ -8,7 +8,7 @@ import struct
 import pytest
 from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw, raw
 
-from sipedge import errors
+from sipedge import _impl, errors
 from classify_util import (SIP_200, SIP_INVITE, allowlist, pcap_bytes, pcapng_bytes,
                            rtcp_payload, rtp_payload)
 
@@ -163,12 +163,8 @@ def test_bad_pcapng_errors(clf, tmp_path, mangle, msg):
     assert "bad.pcapng: byte offset" in str(ei.value)
 
 
+@pytest.mark.needs_native
 def test_errors_identical_in_both_implementations(tmp_path):
-    from sipedge import _impl
-    from conftest import IMPLEMENTATIONS
-
-    if "native" not in IMPLEMENTATIONS:
-        pytest.skip("only the Python twin is built in this run")
     al = allowlist()
     data = pcapng_bytes([([1], [(0, f) for f in frames_eth()])])
     for cut in range(0, len(data), 7):

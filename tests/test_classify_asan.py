@@ -6,16 +6,14 @@ import sys
 
 import pytest
 
-from conftest import IMPLEMENTATIONS, require_tool
+from conftest import require_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNDER_ASAN = os.environ.get("SIPEDGE_EXPECT_ASAN") == "1"
 
 
+@pytest.mark.asan_only
 def test_asan_build_is_the_one_loaded():
     """Under `make test-asan`, the classifier really is the sanitized build."""
-    if not UNDER_ASAN:
-        pytest.skip("only meaningful inside `make test-asan`")
     from sipedge import _impl
 
     mod = _impl.native("classify")
@@ -25,11 +23,9 @@ def test_asan_build_is_the_one_loaded():
 
 
 @pytest.mark.slow
+@pytest.mark.needs_native
+@pytest.mark.not_under_asan
 def test_suite_under_asan_ubsan():
-    if UNDER_ASAN:
-        pytest.skip("already running under ASan")
-    if "native" not in IMPLEMENTATIONS:
-        pytest.skip("no native build in this run (SIPEDGE_NO_EXTENSIONS=1): nothing to sanitize")
     require_tool("make", "gcc")
     env = dict(os.environ, PYTHON=sys.executable)
     r = subprocess.run(["make", "-s", "test-asan",

@@ -5,16 +5,14 @@ import sys
 
 import pytest
 
-from conftest import IMPLEMENTATIONS, _missing
+from conftest import _missing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.slow
+@pytest.mark.needs_native
 def test_fuzz_target_runs_clean(tmp_path):
-    if "native" not in IMPLEMENTATIONS:
-        pytest.skip("the fuzz target compares the native module with the twin; "
-                    "this run has no native build")
     try:
         import atheris  # noqa: F401
     except ImportError:

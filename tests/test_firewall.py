@@ -469,7 +469,7 @@ def test_cli_apply_status_remove_in_a_namespace(fw_ns, al_files, tmp_path):
     # options: hook priority, table name, edges, ports
     r = cli("firewall", "apply", "--netns", ns.name, "--lock-file", str(tmp_path / "l"),
             "--state-dir", str(tmp_path / "s"), "--priority", "5", "--table", "sbc_edge",
-            "--allowlist", os.path.join(os.path.dirname(HERE), "contrib", "allowlist.example.toml"),
+            "--allowlist", os.path.join(os.path.dirname(HERE), "contrib", "allowlist-replace.toml"),
             "--edges", "lab-east", "--signaling-ports", "5080/udp", "--json")
     assert r.returncode == 0, r.stderr
     live = nft_json(ns)
@@ -734,7 +734,7 @@ def test_ipset_backend_real_traffic_and_sync_under_traffic(lab, al_files, opts_f
 
 def test_contrib_example_allowlist_and_units():
     root = os.path.dirname(HERE)
-    al = Allowlist.load(os.path.join(root, "contrib", "allowlist.example.toml"))
+    al = Allowlist.load(os.path.join(root, "contrib", "allowlist-replace.toml"))
     for e in al:  # documentation addresses only
         assert any(e.network.subnet_of(ipaddress.ip_network(doc)) for doc in (
             "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")

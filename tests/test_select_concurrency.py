@@ -115,7 +115,7 @@ target = st.tuples(st.sampled_from([0, 1, 10, 65535]),
                    st.sampled_from([True, True, True, False]))
 
 
-@pytest.mark.skipif(_impl.NO_EXTENSIONS, reason="compares the native build with the twin")
+@pytest.mark.needs_native
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(targets=st.lists(target, min_size=0, max_size=80), seed=st.integers(0, 2**64 - 1),
        ops=st.lists(op, max_size=40), fail_t=st.integers(1, 3), ok_t=st.integers(1, 3))
@@ -148,7 +148,7 @@ def test_native_equals_twin(targets, seed, ops, fail_t, ok_t):
     assert results[0] == results[1]
 
 
-@pytest.mark.skipif(_impl.NO_EXTENSIONS, reason="compares the native build with the twin")
+@pytest.mark.needs_native
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**64 - 1), ns=st.lists(st.integers(0, 2**64 - 1), max_size=30),
        data=st.binary(max_size=40))
