@@ -99,7 +99,7 @@ def test_installed_wheel_runs_plan(dists, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # not src/
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], env=env)
     py = str(venv / "bin" / "python")
-    _run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], env=env)
+    _run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel], env=env)
     res = _run([str(venv / "bin" / "sipedge"), "firewall", "plan"], cwd=str(tmp_path), env=env)
     assert "table inet sipedge" in res.stdout and "54.172.60.0/30" in res.stdout
     impl = _run([py, "-c", "import sipedge; print(sorted(set(sipedge.implementation().values())))"],
