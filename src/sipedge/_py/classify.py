@@ -65,12 +65,13 @@ from __future__ import annotations
 
 import ipaddress
 import mmap
+import operator
 import os
 import struct
 from bisect import bisect_right
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
-from ..errors import CaptureError
+from ..errors import CaptureError, InputError
 
 KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
 OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
@@ -483,6 +484,41 @@ def _parse(f: bytes, linktype: int) -> _V:
     return v
 
 
+def linktype_error(linktype: int) -> InputError:
+    return InputError(f"link type {linktype} is out of range: a pcap LINKTYPE_ value is "
+                      "0..4294967295 (1 Ethernet, 101 raw IP, 113 Linux cooked, 276 SLL2)")
+
+
+def check_linktype(linktype: Any) -> int:
+    """*linktype* as an int: TypeError when it is not an integer, InputError
+    when it is outside 0..2**32-1 (the native side takes a uint32)."""
+    lt = operator.index(linktype)
+    if not 0 <= lt <= 0xFFFFFFFF:
+        raise linktype_error(lt)
+    return lt
+
+
+def frame_bytes(frame: Any) -> bytes:
+    """The bytes of a bytes-like *frame* (a strided view is copied in order);
+    TypeError for anything else (``bytes(40)`` would be 40 zero bytes)."""
+    if type(frame) is bytes:
+        return frame
+    with memoryview(frame) as m:
+        return m.tobytes()
+
+
+def byte_view(buf: Any) -> Any:
+    """A buffer indexed by byte: bytes and mmap as they are (slicing them
+    copies, so no export outlives a walk and an mmap can be closed), any other
+    bytes-like object as an unsigned-byte memoryview, a strided one copied."""
+    if isinstance(buf, (bytes, mmap.mmap)):
+        return buf
+    m = memoryview(buf)
+    if not m.c_contiguous:
+        m = memoryview(m.tobytes())
+    return m.cast("B") if m.format != "B" or m.ndim != 1 else m
+
+
 # ---------------------------------------------------------------- allowlist config
 class Config:
     """What a Classifier derives from an allowlist, once (shared by both twins).
@@ -739,8 +775,7 @@ class _CapErr(Exception):
 def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
     """(linktype, frame bytes, offset after the record) of each frame of a
     pcap/pcapng image; _CapErr on errors."""
-    # slicing an mmap or bytes copies: no buffer export outlives this walk
-    mv = buf.cast("B") if isinstance(buf, memoryview) else buf
+    mv = byte_view(buf)
     n = len(mv)
     if n < 4:
         raise _CapErr("file too short for a pcap or pcapng header", 0, n)
@@ -894,11 +929,11 @@ class Classifier:
 
     def classify(self, frame: Any, linktype: int = 1) -> Verdict:
         """The verdict of one frame (bytes-like) of pcap link type *linktype*."""
-        return Verdict(self._verdict(bytes(frame), int(linktype)), self._cfg)
+        return Verdict(self._verdict(frame_bytes(frame), check_linktype(linktype)), self._cfg)
 
     def code(self, frame: Any, linktype: int = 1) -> int:
         """The compact code of one frame (as in ``Report.codes``)."""
-        v = self._verdict(bytes(frame), int(linktype))
+        v = self._verdict(frame_bytes(frame), check_linktype(linktype))
         return code_of(v.kind, v.trusted, v.flags, v.match)
 
     def _run(self, buf: Any, source: str, frames: bool,
@@ -907,6 +942,7 @@ class Classifier:
         width = len(cfg.edges) + 1
         counts = [0] * (len(KINDS) * 2 * width)
         codes = [] if frames else None
+        buf = byte_view(buf)
         total = len(buf)
         k = 0
         try:
