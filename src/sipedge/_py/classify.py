@@ -397,25 +397,16 @@ def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
     nh = f[off + 6]
     q = off + 40
     for _ in range(MAX_V6_EXT):
-        if nh in _V6_EXT or nh == 51:
-            if end - q < 8:
-                v.proto = nh
-                v.flags |= F_BAD
-                return
-            hl = (f[q + 1] + 1) * 8 if nh != 51 else (f[q + 1] + 2) * 4
-            nh = f[q]
-            if hl > end - q:
-                v.proto = nh
-                v.flags |= F_BAD
-                return
-            q += hl
-        elif nh == 44:
-            if end - q < 8:
-                v.proto = nh
-                v.flags |= F_BAD
-                return
+        cur = nh
+        if cur not in _V6_EXT and cur != 51 and cur != 44:
+            break
+        if end - q < 8:  # every extension header is 8 bytes or more
+            v.proto = cur
+            v.flags |= F_BAD
+            return
+        nh = f[q]
+        if cur == 44:  # fragment: 8 bytes
             fo = _be16(f, q + 2)
-            nh = f[q]
             q += 8
             if fo & 0xFFF8:
                 v.proto = nh
@@ -423,8 +414,14 @@ def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
                 return
             if fo & 1:
                 v.flags |= F_FRAG_FIRST
-        else:
-            break
+            continue
+        # AH counts 4-byte words minus 2, the others 8-byte words minus 1
+        hl = (f[q + 1] + 2) * 4 if cur == 51 else (f[q + 1] + 1) * 8
+        if hl > end - q:
+            v.proto = nh
+            v.flags |= F_BAD
+            return
+        q += hl
     v.proto = nh
     _l4(f, q, end, depth, v)
 
