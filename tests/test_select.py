@@ -349,3 +349,17 @@ def test_native_select_loaded():
     else:
         assert _impl.load("select").__name__ == "sipedge._select"
         assert select._core.__name__ == "sipedge._select"
+
+
+@pytest.mark.parametrize("text, want", [("false", False), (" FALSE ", False), ("true", True),
+                                        (False, False), (True, True), (0, False), (1, True)])
+def test_target_enabled_text_is_parsed_not_truth_tested(text, want):
+    """Target(..., enabled="false") is a disabled target (bool("false") is True),
+    the same reading as TargetSet.from_twilio."""
+    assert Target(A, 1, 1, enabled=text).enabled is want
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", None, 2, 0.5, [True]])
+def test_target_enabled_refuses_what_is_not_a_boolean(bad):
+    with pytest.raises(InputError, match="enabled=.* is not true or false"):
+        Target(A, 1, 1, enabled=bad)

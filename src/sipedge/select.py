@@ -89,13 +89,23 @@ def _int_in_range(what: str, value: Any, uri: str, low: int) -> int:
     return value
 
 
+def _enabled(value: Any, where: str) -> bool:
+    """A bool, 0/1, or the text true/false (any case; Twilio's API sends text)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, int) and value in (0, 1):  # bool is an int
+        return bool(value)
+    raise InputError(f"{where}: enabled={value!r} is not true or false")
+
+
 @dataclass(frozen=True, repr=False)
 class Target:
     """One origination URI with its RFC 2782 priority and weight.
 
     ``uri`` is parsed by :func:`sipedge.uri.parse_uri`. ``priority`` 0-65535
     (lowest tried first), ``weight`` 0-65535 (Twilio itself accepts 1-65535;
-    RFC 2782 allows 0). A disabled target is never chosen.
+    RFC 2782 allows 0). A disabled target is never chosen; ``enabled`` is a
+    bool, 0/1 or the text "true"/"false" (so "false" disables, unlike ``bool``).
     """
 
     uri: OriginationURI
@@ -109,7 +119,7 @@ class Target:
         object.__setattr__(self, "uri", u)
         object.__setattr__(self, "priority", _int_in_range("priority", priority, str(u), 0))
         object.__setattr__(self, "weight", _int_in_range("weight", weight, str(u), 0))
-        object.__setattr__(self, "enabled", bool(enabled))
+        object.__setattr__(self, "enabled", _enabled(enabled, f"target {u}"))
 
     def __str__(self) -> str:
         return str(self.uri)
@@ -195,14 +205,9 @@ class TargetSet:
         targets = []
         for n, rec in enumerate(records):
             url = _record_field(rec, "sip_url", n)
-            enabled = _record_field(rec, "enabled", n)
-            if isinstance(enabled, str):
-                if enabled.strip().lower() not in ("true", "false"):
-                    raise InputError(f"origination URL record #{n}: enabled={enabled!r} is not "
-                                     "true or false")
-                enabled = enabled.strip().lower() == "true"
+            enabled = _enabled(_record_field(rec, "enabled", n), f"origination URL record #{n}")
             targets.append(Target(url, _record_field(rec, "priority", n),
-                                  _record_field(rec, "weight", n), bool(enabled)))
+                                  _record_field(rec, "weight", n), enabled))
         return cls(targets, **kwargs)
 
     # ------------------------------------------------------------- selection
