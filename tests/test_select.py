@@ -363,3 +363,12 @@ def test_target_enabled_text_is_parsed_not_truth_tested(text, want):
 def test_target_enabled_refuses_what_is_not_a_boolean(bad):
     with pytest.raises(InputError, match="enabled=.* is not true or false"):
         Target(A, 1, 1, enabled=bad)
+
+
+def test_termination_order_takes_a_single_string_as_one_item():
+    """A str is a sequence of characters: one edge name or one resolved
+    address given as a bare str means that one item, not its letters."""
+    host = "t.pstn.ashburn.twilio.com"
+    got = termination_order("t", "ashburn", {host: "192.0.2.1"})
+    assert [(a.edge, a.host, a.address) for a in got] == [("ashburn", host, "192.0.2.1")]
+    assert got == termination_order("t", ["ashburn"], {host: ["192.0.2.1"]})

@@ -363,9 +363,13 @@ def termination_order(domain: str, edges: Sequence[Optional[str]],
     name resolved to (Twilio publishes 3-4 per name; use them all).
 
     *resolved* maps host names to the addresses you resolved (sipedge does no
-    DNS); without it each attempt has ``address=None``. Duplicates are dropped.
-    Raises :class:`SelectionError` when nothing is left to try.
+    DNS); without it each attempt has ``address=None``; with it, an edge whose
+    host name is not in *resolved* (or maps to no address) is left out.
+    A bare ``str`` for *edges* or for an address list is one item. Duplicates
+    are dropped. Raises :class:`SelectionError` when nothing is left to try.
     """
+    if isinstance(edges, str):
+        edges = [edges]
     out: list[Attempt] = []
     seen: set[tuple[str, Optional[str]]] = set()
     for e in edges:
@@ -375,6 +379,8 @@ def termination_order(domain: str, edges: Sequence[Optional[str]],
             addrs: Sequence[Optional[str]] = [None]
         else:
             addrs = resolved.get(host, ())
+            if isinstance(addrs, str):
+                addrs = [addrs]
         for a in addrs:
             if a is not None:
                 try:
