@@ -372,3 +372,13 @@ def test_termination_order_takes_a_single_string_as_one_item():
     got = termination_order("t", "ashburn", {host: "192.0.2.1"})
     assert [(a.edge, a.host, a.address) for a in got] == [("ashburn", host, "192.0.2.1")]
     assert got == termination_order("t", ["ashburn"], {host: ["192.0.2.1"]})
+
+
+@pytest.mark.parametrize("key", ["call-\udc80\udcff@host", "\ud800", "abc\udfff"])
+def test_sticky_key_with_lone_surrogates(make, key):
+    """A Call-ID decoded with errors='surrogateescape' still picks a target
+    (hashed as UTF-8 with surrogates passed through), the same in both."""
+    ts = make(TWILIO)
+    want = hash_bytes(key.encode("utf-8", "surrogatepass"))
+    assert select._core.hash_key(key) == want
+    assert str(ts.pick(key=key)) == str(ts.pick(key=key)) in (A, B, C)

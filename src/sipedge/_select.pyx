@@ -72,10 +72,15 @@ def hash_bytes(const uint8_t[::1] data):
 cdef inline uint64_t _hash_key(object key) except? 0:
     cdef const char *s
     cdef Py_ssize_t n
+    cdef bytes b
     if type(key) is str:
-        s = PyUnicode_AsUTF8AndSize(key, &n)
-        return sx_hash_bytes(s, <size_t>n)
-    cdef bytes b = key_bytes(key)
+        try:
+            s = PyUnicode_AsUTF8AndSize(key, &n)
+        except UnicodeEncodeError:
+            pass  # lone surrogates: key_bytes passes them through
+        else:
+            return sx_hash_bytes(s, <size_t>n)
+    b = key_bytes(key)
     return sx_hash_bytes(<const char *>b, <size_t>len(b))
 
 

@@ -40,8 +40,8 @@ from a hash of the key and the target's URI; the best score wins. Keys spread
 in proportion to the weights (w_i / S, not the RFC first-place shares), the
 same key keeps its target while that target is usable, and when a target goes
 out only its keys move. Weight-0 targets get keys only when no positive-weight
-target of their priority is usable. The key is a ``str`` (hashed as UTF-8),
-``bytes`` or ``int``.
+target of their priority is usable. The key is a ``str`` (hashed as UTF-8;
+lone surrogates pass through), ``bytes`` or ``int``.
 
 **Threads**: ``order``, ``pick``, ``mark_failed`` and ``mark_ok`` may be called
 from many threads at once. The native core does its work inside
