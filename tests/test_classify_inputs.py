@@ -94,3 +94,20 @@ def test_non_contiguous_buffer_is_read_like_its_bytes(clf):
     assert not view.c_contiguous
     got = clf.classify_buffer(view)
     assert (got.frames, got.counts) == (2, clf.classify_buffer(buf).counts)
+
+
+def test_allowlist_too_large_for_the_frame_codes(impl):
+    """A per-frame code keeps 24 bits of allowlist value index (+1): a table
+    with more values is refused up front instead of codes that silently name
+    the wrong entry (native) or overflow array('I') (twin)."""
+    from sipedge.errors import AllowlistError
+
+    class Table:
+        values = range(1 << 24)  # never materialized
+
+    class Huge:
+        _table = Table()
+        ports: dict = {}
+
+    with pytest.raises(AllowlistError, match="16777215"):
+        impl("classify").Classifier(Huge())

@@ -71,7 +71,7 @@ import struct
 from bisect import bisect_right
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
-from ..errors import CaptureError, InputError
+from ..errors import AllowlistError, CaptureError, InputError
 
 KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
 OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
@@ -99,6 +99,8 @@ MEDIA_DENY_PORTS = frozenset((1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 53
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"REGISTER", b"OPTIONS", b"PRACK",
            b"SUBSCRIBE", b"NOTIFY", b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
 _V6_EXT = (0, 43, 60, 135, 139, 140)
+#: most allowlist values a Classifier takes: a frame code keeps (index + 1) in 24 bits
+MAX_VALUES = 0xFFFFFF
 
 
 def _be16(b: bytes, i: int) -> int:
@@ -531,6 +533,10 @@ class Config:
         self.allowlist = allowlist
         table = allowlist._table if allowlist is not None else None
         self.table = table
+        if table is not None and len(table.values) > MAX_VALUES:
+            raise AllowlistError(f"an allowlist of {len(table.values)} entries: a frame code holds "
+                                 f"the entry index in 24 bits, at most {MAX_VALUES} entries; "
+                                 "split the allowlist or merge adjacent prefixes")
         self.values: list = list(table.values) if table is not None else []
         self.roles: list[str] = list(allowlist.ports) if allowlist is not None else []
         self.edges: list[str] = []
