@@ -146,6 +146,9 @@ static int pcapng_next(sx_capture *c, sx_frame *f)
         if (blen > c->len - off)
             return fail(c, "truncated pcapng block (length past the end of the file)", off + 4,
                         blen);
+        if (type == PCAPNG_SHB && blen < 28)
+            return fail(c, "pcapng section header block too short (28 bytes at least)", off + 4,
+                        blen);
         if (rd32(c, p + blen - 4) != blen)
             return fail(c, "pcapng block length at the end of the block differs from the start",
                         off + blen - 4, rd32(c, p + blen - 4));

@@ -849,6 +849,9 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
                           off + 4, blen)
         if blen > n - off:
             raise _CapErr("truncated pcapng block (length past the end of the file)", off + 4, blen)
+        if btype == 0x0A0D0D0A and blen < 28:
+            raise _CapErr("pcapng section header block too short (28 bytes at least)", off + 4,
+                          blen)
         tail = struct.unpack_from(e + "I", mv, off + blen - 4)[0]
         if tail != blen:
             raise _CapErr("pcapng block length at the end of the block differs from the start",
