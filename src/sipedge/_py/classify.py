@@ -428,46 +428,38 @@ def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
     _l4(f, q, end, depth, v)
 
 
+#: bytes a frame of each known link type needs before its payload (raw IP: the version nibble)
+_LINK_HEADER = {LT_ETHERNET: 14, LT_SLL: 16, LT_SLL2: 20, LT_RAW: 1, LT_NULL: 4, LT_LOOP: 4,
+                LT_IPV4: 0, LT_IPV6: 0}
+
+
 def _parse(f: bytes, linktype: int) -> _V:
     """The verdict of one frame, before the allowlist is consulted."""
     v = _V()
     n = len(f)
+    need = _LINK_HEADER.get(linktype)
+    if need is None:
+        v.flags = F_NOT_IP
+        return v
+    if n < need:
+        v.flags = F_NOT_IP | F_BAD
+        return v
+    off = need
     if linktype == LT_ETHERNET:
-        if n < 14:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et, off = _be16(f, 12), 14
+        et = _be16(f, 12)
     elif linktype == LT_SLL:
-        if n < 16:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et, off = _be16(f, 14), 16
+        et = _be16(f, 14)
     elif linktype == LT_SLL2:
-        if n < 20:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et, off = _be16(f, 0), 20
+        et = _be16(f, 0)
     elif linktype == LT_RAW:
-        if n < 1:
-            v.flags = F_NOT_IP | F_BAD
-            return v
         ver = f[0] >> 4
         et, off = (0x0800 if ver == 4 else 0x86DD if ver == 6 else 0), 0
     elif linktype == LT_NULL or linktype == LT_LOOP:
-        if n < 4:
-            v.flags = F_NOT_IP | F_BAD
-            return v
         le = int.from_bytes(f[:4], "little")
         fam = le if le < 256 else int.from_bytes(f[:4], "big")
         et = 0x0800 if fam == 2 else 0x86DD if fam in (10, 24, 28, 30) else 0
-        off = 4
-    elif linktype == LT_IPV4:
-        et, off = 0x0800, 0
-    elif linktype == LT_IPV6:
-        et, off = 0x86DD, 0
     else:
-        v.flags = F_NOT_IP
-        return v
+        et = 0x0800 if linktype == LT_IPV4 else 0x86DD
     i = 0
     while i < MAX_VLAN_TAGS and et in VLAN_TPIDS:
         if n - off < 4:
