@@ -111,3 +111,21 @@ def test_allowlist_too_large_for_the_frame_codes(impl):
 
     with pytest.raises(AllowlistError, match="16777215"):
         impl("classify").Classifier(Huge())
+
+
+def test_report_frame_index_is_checked(clf):
+    """Report.frame(i) takes a 0-based index into the capture; a negative or
+    too large one is an IndexError naming the range, never frame number 0."""
+    rep = clf.classify_buffer(pcap_bytes([FRAME, FRAME[:30]]), frames=True)
+    assert [rep.frame(i).number for i in range(2)] == [1, 2]
+    for bad in (-1, -2, 2, 10):
+        with pytest.raises(IndexError, match="0-1"):
+            rep.frame(bad)
+
+
+def test_report_without_codes_refuses_frame_access(clf):
+    rep = clf.classify_buffer(pcap_bytes([FRAME]))
+    with pytest.raises(ValueError, match="frames=True"):
+        rep.frame(0)
+    with pytest.raises(ValueError, match="frames=True"):
+        list(rep.iter_frames())

@@ -721,17 +721,22 @@ class Report:
         return sum(n for (_, t, _), n in self.counts.items() if t)
 
     def frame(self, i: int) -> FrameInfo:
-        """Frame *i* (0-based index) from the codes; needs ``frames=True``."""
+        """Frame *i* (0-based index, 0 .. frames-1) from the codes; needs ``frames=True``."""
         if self.codes is None:
             raise ValueError("this report has no per-frame codes: classify with frames=True")
+        if not 0 <= i < len(self.codes):
+            raise IndexError(f"frame index {i} out of range 0-{len(self.codes) - 1} "
+                             "(0-based: frame number 1 is index 0)")
         c = self.codes[i]
         m = (c >> 8) - 1
         return FrameInfo(i + 1, KINDS[c & 7], bool(c & 8), self._cfg.role_of(m),
                          self._cfg.edge_of(m), fragment_name((c >> 4) & 15), (c >> 4) & 15)
 
     def iter_frames(self) -> Iterator[FrameInfo]:
-        for i in range(len(self.codes) if self.codes is not None else 0):
-            yield self.frame(i)
+        """Every frame in capture order; needs ``frames=True`` (ValueError without)."""
+        if self.codes is None:
+            raise ValueError("this report has no per-frame codes: classify with frames=True")
+        return (self.frame(i) for i in range(len(self.codes)))
 
     def to_dict(self) -> dict:
         return {
