@@ -382,3 +382,11 @@ def test_sticky_key_with_lone_surrogates(make, key):
     want = hash_bytes(key.encode("utf-8", "surrogatepass"))
     assert select._core.hash_key(key) == want
     assert str(ts.pick(key=key)) == str(ts.pick(key=key)) in (A, B, C)
+
+
+def test_empty_set_message_says_it_is_empty(make):
+    """An empty set has nothing 'out of service': the message says what to do."""
+    with pytest.raises(SelectionError, match="no targets.*add targets or set dr_url="):
+        make([]).pick()
+    with pytest.raises(SelectionError, match="no targets"):
+        make([]).order()

@@ -184,15 +184,19 @@ class TargetSet:
         self._pos = pos
         self.dr_url = _check_dr_url(dr_url)
         self.seed = seed
-        names = ", ".join(pos) or "none"
+        if tl:
+            empty = (f"every target is out of service or disabled ({', '.join(pos)}) and no "
+                     "disaster-recovery URL is set; mark a target ok when it recovers, "
+                     "wait for its cool-down, or set dr_url=")
+        else:
+            empty = ("the target set has no targets and no disaster-recovery URL; "
+                     "add targets or set dr_url=")
         self._core = _core.Core(
             tl, [t.priority for t in tl], [t.weight for t in tl], [t.enabled for t in tl],
             [hash_bytes(k.encode()) for k in pos],
             fail_threshold=fail_threshold, ok_threshold=ok_threshold, cooldown=float(cooldown),
             seed=seed, clock=clock, fallback=self.dr_url,
-            empty_message=f"every target is out of service or disabled ({names}) and no "
-                          "disaster-recovery URL is set; mark a target ok when it recovers, "
-                          "wait for its cool-down, or set dr_url=")
+            empty_message=empty)
         # the hot calls go straight to the core (no wrapper frame)
         self.order = self._core.order
         self.pick = self._core.pick
