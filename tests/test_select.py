@@ -390,3 +390,23 @@ def test_empty_set_message_says_it_is_empty(make):
         make([]).pick()
     with pytest.raises(SelectionError, match="no targets"):
         make([]).order()
+
+
+def test_same_destination_spelled_twice_is_refused(make):
+    """Two spellings of one destination (default port or transport written
+    out) would split one SBC's share in two: refused like an exact repeat."""
+    for other in ("sip:SBC1.example.com:5060", "sip:sbc1.example.com;transport=udp",
+                  "sip:sbc1.example.com:5060;transport=UDP"):
+        with pytest.raises(InputError, match="listed twice"):
+            make([(A, 10, 10), (other, 10, 10)])
+    # a different port, transport or edge is another destination
+    ts = make([(A, 10, 10), (A + ":5080", 10, 10), (A + ";transport=tcp", 10, 10),
+               (A + ";edge=dublin", 10, 10)])
+    assert len(ts) == 4
+
+
+def test_targets_found_by_any_spelling(make):
+    ts = make(TWILIO)
+    assert ts.index("sip:sbc1.example.com:5060;transport=udp") == 0
+    assert ts.mark_failed("sip:SBC1.example.com:5060") is True
+    assert ts.state(A) == "out"

@@ -129,6 +129,12 @@ class Target:
         return f"Target({str(self.uri)!r}, priority={self.priority}, weight={self.weight}{off})"
 
 
+def _destination(u: OriginationURI) -> tuple:
+    """What makes two URIs the same target: the effective scheme, user, host,
+    port, transport and edge (``sip:h`` and ``sip:h:5060;transport=udp`` are one)."""
+    return (u.scheme, u.user, u.host, u.port, u.transport, u.edge)
+
+
 def _record_field(rec: Any, name: str, n: int) -> Any:
     if isinstance(rec, Mapping):
         if name not in rec:
@@ -162,13 +168,15 @@ class TargetSet:
                  fail_threshold: int = 1, ok_threshold: int = 1, cooldown: float = 30.0,
                  seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic) -> None:
         tl = list(targets)
-        pos: dict[str, int] = {}
+        pos: dict[tuple, int] = {}
         for i, t in enumerate(tl):
             if not isinstance(t, Target):
                 raise InputError(f"target #{i} is a {type(t).__name__}, not a sipedge.Target")
-            key = str(t.uri)
+            key = _destination(t.uri)
             if key in pos:
-                raise InputError(f"target {key} is listed twice (#{pos[key]} and #{i}); "
+                j = pos[key]
+                same = "" if str(tl[j]) == str(t) else f" (as {tl[j]})"
+                raise InputError(f"target {t} is listed twice{same} (#{j} and #{i}); "
                                  "keep one and give it the combined weight")
             pos[key] = i
         for what, v in (("fail_threshold", fail_threshold), ("ok_threshold", ok_threshold)):
@@ -185,7 +193,8 @@ class TargetSet:
         self.dr_url = _check_dr_url(dr_url)
         self.seed = seed
         if tl:
-            empty = (f"every target is out of service or disabled ({', '.join(pos)}) and no "
+            names = ", ".join(map(str, tl))
+            empty = (f"every target is out of service or disabled ({names}) and no "
                      "disaster-recovery URL is set; mark a target ok when it recovers, "
                      "wait for its cool-down, or set dr_url=")
         else:
@@ -193,7 +202,7 @@ class TargetSet:
                      "add targets or set dr_url=")
         self._core = _core.Core(
             tl, [t.priority for t in tl], [t.weight for t in tl], [t.enabled for t in tl],
-            [hash_bytes(k.encode()) for k in pos],
+            [hash_bytes(str(t).encode()) for t in tl],
             fail_threshold=fail_threshold, ok_threshold=ok_threshold, cooldown=float(cooldown),
             seed=seed, clock=clock, fallback=self.dr_url,
             empty_message=empty)
@@ -229,16 +238,14 @@ class TargetSet:
 
     # ---------------------------------------------------------------- health
     def index(self, target: Union[Target, OriginationURI, str]) -> int:
-        """Position of *target* (a Target, a parsed URI or URI text) in the set."""
-        if isinstance(target, Target):
-            key = str(target.uri)
-        else:
-            key = str(parse_uri(target))
+        """Position of *target* (a Target, a parsed URI or URI text, in any spelling
+        of the same destination) in the set."""
+        u = target.uri if isinstance(target, Target) else parse_uri(target)
         try:
-            return self._pos[key]
+            return self._pos[_destination(u)]
         except KeyError:
-            raise InputError(f"{key} is not in this target set; targets: "
-                             f"{', '.join(self._pos) or 'none'}") from None
+            raise InputError(f"{u} is not in this target set; targets: "
+                             f"{', '.join(map(str, self._targets)) or 'none'}") from None
 
     def mark_failed(self, target: Union[Target, OriginationURI, str]) -> bool:
         """Record a failed attempt; True when the target just went out of service."""
