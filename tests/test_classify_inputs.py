@@ -3,6 +3,7 @@ frames, link types and capture buffers, with the same exception types."""
 from __future__ import annotations
 
 import array
+import os
 
 import pytest
 from scapy.all import IP, UDP, Ether, raw
@@ -129,3 +130,16 @@ def test_report_without_codes_refuses_frame_access(clf):
         rep.frame(0)
     with pytest.raises(ValueError, match="frames=True"):
         list(rep.iter_frames())
+
+
+def test_capture_path_with_a_nul_byte(clf, tmp_path):
+    """A NUL ends a C string: the native reader opened the file named by the
+    text before it. Both refuse such a path with a CaptureError."""
+    from sipedge.errors import CaptureError
+
+    p = tmp_path / "c.pcap"
+    p.write_bytes(pcap_bytes([FRAME]))
+    assert clf.classify_pcap(p).frames == 1
+    for bad in (str(p) + "\0junk", os.fsencode(str(p)) + b"\0"):
+        with pytest.raises(CaptureError, match="NUL"):
+            clf.classify_pcap(bad)

@@ -22,7 +22,8 @@ import os
 from sipedge._prefix cimport PrefixTable, sx_ptable
 from sipedge._py.classify import (KINDS, Config, Report, capture_error, verdict_repr,
                                   fragment_name, proto_name, _addr, code_of,
-                                  PROGRESS_FRAMES, byte_view, linktype_error)
+                                  PROGRESS_FRAMES, byte_view, linktype_error,
+                                  check_path)
 from sipedge.errors import CaptureError
 
 
@@ -321,6 +322,7 @@ cdef class Classifier:
     def classify_pcap(self, path, bint frames=False, progress=None):
         """Classify every frame of a pcap or pcapng file (memory-mapped)."""
         spath = os.fspath(path)
+        check_path(spath)
         bpath = os.fsencode(spath)
         cdef const char *cpath = bpath
         cdef const uint8_t *base = NULL

@@ -888,9 +888,16 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
             yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
 
 
+def check_path(path: Any) -> None:
+    """CaptureError for a path with a NUL byte (no file has such a name)."""
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise CaptureError(f"{path!r}: cannot open capture: the path contains a NUL byte")
+
+
 def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
     """Map *path* read-only: (buffer, close). CaptureError when it cannot be read."""
     path = os.fspath(path)
+    check_path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
