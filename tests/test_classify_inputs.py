@@ -143,3 +143,16 @@ def test_capture_path_with_a_nul_byte(clf, tmp_path):
     for bad in (str(p) + "\0junk", os.fsencode(str(p)) + b"\0"):
         with pytest.raises(CaptureError, match="NUL"):
             clf.classify_pcap(bad)
+
+
+def test_capture_path_that_is_not_a_regular_file(clf, tmp_path):
+    """A FIFO is refused at once (opening it used to wait for a writer), a
+    directory too, with the same CaptureError in both implementations."""
+    from sipedge.errors import CaptureError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(CaptureError, match="not a regular file"):
+        clf.classify_pcap(fifo)
+    with pytest.raises(CaptureError, match="Is a directory"):
+        clf.classify_pcap(tmp_path)

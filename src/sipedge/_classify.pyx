@@ -12,7 +12,7 @@ from cpython cimport array
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
-from libc.errno cimport errno
+from libc.errno cimport errno, EINVAL
 from libc.string cimport strerror
 
 import array as _array
@@ -23,7 +23,7 @@ from sipedge._prefix cimport PrefixTable, sx_ptable
 from sipedge._py.classify import (KINDS, Config, Report, capture_error, verdict_repr,
                                   fragment_name, proto_name, _addr, code_of,
                                   PROGRESS_FRAMES, byte_view, linktype_error,
-                                  check_path)
+                                  check_path, NOT_REGULAR)
 from sipedge.errors import CaptureError
 
 
@@ -333,7 +333,8 @@ cdef class Classifier:
             if r < 0:
                 err = errno
         if r < 0:
-            raise CaptureError(f"{spath}: cannot open capture: {strerror(err).decode()}")
+            raise CaptureError(f"{spath}: cannot open capture: "
+                               + (NOT_REGULAR if err == EINVAL else strerror(err).decode()))
         try:
             return self._walk(base, length, spath, frames, progress)
         finally:

@@ -63,10 +63,12 @@ transport (udp or tcp).
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import mmap
 import operator
 import os
+import stat
 import struct
 from bisect import bisect_right
 from typing import Any, Callable, Iterator, NamedTuple, Optional
@@ -888,6 +890,9 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
             yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
 
 
+NOT_REGULAR = "not a regular file (a pipe, socket or device); save the capture to a file first"
+
+
 def check_path(path: Any) -> None:
     """CaptureError for a path with a NUL byte (no file has such a name)."""
     if ("\0" if isinstance(path, str) else b"\0") in path:
@@ -899,11 +904,16 @@ def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
     path = os.fspath(path)
     check_path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise CaptureError(f"{path}: cannot open capture: {e.strerror}") from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            why = os.strerror(errno.EISDIR) if stat.S_ISDIR(st.st_mode) else NOT_REGULAR
+            raise CaptureError(f"{path}: cannot open capture: {why}")
+        size = st.st_size
         if size == 0:
             return b"", lambda: None
         m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
