@@ -279,18 +279,26 @@ static void gre(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict 
         l3(f, off, end, et, depth + 1, v);
 }
 
+/* The ports of a transport header of at least need bytes; 0 (and BAD) when cut. */
+static int ports(const uint8_t *p, size_t n, size_t need, sx_verdict *v)
+{
+    if (n < need) {
+        v->flags |= SX_F_BAD;
+        return 0;
+    }
+    v->sport = be16(p);
+    v->dport = be16(p + 2);
+    return 1;
+}
+
 static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
 {
     const uint8_t *p = f + off;
     size_t n = end - off;
     switch (v->proto) {
     case 17: /* UDP */
-        if (n < 8) {
-            v->flags |= SX_F_BAD;
+        if (!ports(p, n, 8, v))
             return;
-        }
-        v->sport = be16(p);
-        v->dport = be16(p + 2);
         {
             size_t ulen = be16(p + 4);
             size_t plen = n - 8;
@@ -300,12 +308,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
         }
         return;
     case 6: /* TCP */
-        if (n < 20) {
-            v->flags |= SX_F_BAD;
+        if (!ports(p, n, 20, v))
             return;
-        }
-        v->sport = be16(p);
-        v->dport = be16(p + 2);
         {
             size_t doff = (size_t)(p[12] >> 4) * 4;
             if (doff < 20 || doff > n) {
@@ -322,12 +326,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
         }
         return;
     case 132: /* SCTP: SIP in the first DATA chunk */
-        if (n < 12) {
-            v->flags |= SX_F_BAD;
+        if (!ports(p, n, 12, v))
             return;
-        }
-        v->sport = be16(p);
-        v->dport = be16(p + 2);
         {
             size_t q = 12;
             while (n - q >= 4) {

@@ -302,26 +302,30 @@ def _gre(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
         _l3(f, off, end, et, depth + 1, v)
 
 
+def _ports(f: bytes, off: int, n: int, need: int, v: _V) -> bool:
+    """The ports of a transport header of at least *need* bytes; False (and BAD) when cut."""
+    if n < need:
+        v.flags |= F_BAD
+        return False
+    v.sport = _be16(f, off)
+    v.dport = _be16(f, off + 2)
+    return True
+
+
 def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
     n = end - off
     proto = v.proto
     if proto == 17:
-        if n < 8:
-            v.flags |= F_BAD
+        if not _ports(f, off, n, 8, v):
             return
-        v.sport = _be16(f, off)
-        v.dport = _be16(f, off + 2)
         ulen = _be16(f, off + 4)
         plen = n - 8
         if ulen >= 8 and ulen - 8 < plen:
             plen = ulen - 8
         _udp_payload(f[off + 8:off + 8 + plen], v)
     elif proto == 6:
-        if n < 20:
-            v.flags |= F_BAD
+        if not _ports(f, off, n, 20, v):
             return
-        v.sport = _be16(f, off)
-        v.dport = _be16(f, off + 2)
         doff = (f[off + 12] >> 4) * 4
         if doff < 20 or doff > n:
             v.flags |= F_BAD
@@ -334,11 +338,8 @@ def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
         elif is_ws_sip(p):
             v.kind = SIP
     elif proto == 132:
-        if n < 12:
-            v.flags |= F_BAD
+        if not _ports(f, off, n, 12, v):
             return
-        v.sport = _be16(f, off)
-        v.dport = _be16(f, off + 2)
         q = 12
         while n - q >= 4:
             clen = _be16(f, off + q + 2)
