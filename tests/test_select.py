@@ -410,3 +410,24 @@ def test_targets_found_by_any_spelling(make):
     assert ts.index("sip:sbc1.example.com:5060;transport=udp") == 0
     assert ts.mark_failed("sip:SBC1.example.com:5060") is True
     assert ts.state(A) == "out"
+
+
+@pytest.mark.parametrize("text", ["1_0", "١٠", "+10", "0x10", "10.0"])
+def test_numbers_as_text_are_plain_decimal(text):
+    """Priority, weight and SIP status given as text are ASCII decimal digits:
+    int() alone would also take '1_0' (10) or Arabic-Indic digits."""
+    with pytest.raises(InputError, match="not an integer"):
+        Target(A, text, 10)
+    with pytest.raises(InputError, match="not an integer"):
+        Target(A, 10, text)
+
+
+@pytest.mark.parametrize("text", ["4_86", "٤٨٦", "+486", "0x1e6", "486.0"])
+def test_sip_status_text_is_plain_decimal(text):
+    with pytest.raises(InputError, match="not a number"):
+        should_failover(text)
+
+
+def test_numbers_as_text_still_accepted():
+    assert (Target(A, " 10 ", "20").priority, Target(A, " 10 ", "20").weight) == (10, 20)
+    assert should_failover(" 486 ") is False and should_failover("503") is True

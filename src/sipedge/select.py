@@ -75,12 +75,23 @@ TWILIO_MAX_URIS = 10
 _U16 = 0xFFFF
 
 
+def _decimal(value: Any) -> int:
+    """An int, or the ASCII decimal digits of text (spaces around allowed);
+    ValueError for anything else (int() alone takes '1_0' and non-ASCII digits)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(value)
+    return int(text)
+
+
 def _int_in_range(what: str, value: Any, uri: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         try:
-            if isinstance(value, bool) or isinstance(value, float):
-                raise ValueError
-            value = int(str(value).strip())
+            value = _decimal(value)
         except ValueError:
             raise InputError(f"{what} {value!r} of target {uri} is not an integer; "
                              f"use {low}-65535") from None
@@ -342,8 +353,8 @@ def should_failover(status: Union[int, str, None]) -> bool:
     if isinstance(status, bool):
         raise InputError(f"SIP status {status!r} is not a number 100-699")
     try:
-        code = int(status)
-    except (TypeError, ValueError):
+        code = _decimal(status)
+    except ValueError:
         raise InputError(f"SIP status {status!r} is not a number 100-699 or 'timeout'") from None
     if not 100 <= code <= 699:
         raise InputError(f"SIP status {code} is out of range 100-699; pass None for no answer")
