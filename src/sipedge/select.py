@@ -29,7 +29,8 @@ OPTIONS pings can test it; a failure while out restarts the cool-down and
 ``ok_threshold`` consecutive successes bring it back. Out and disabled targets
 are left out of the draw, so their weight is shared among the usable targets
 of the same priority in proportion to their weights (60/20/20 with the 60 out
-becomes 50/50). When no target is usable, ``order()`` returns
+becomes 21/41 and 20/41, about 50/50: the first listed also takes r = 0; see
+``expected_shares()``). When no target is usable, ``order()`` returns
 ``[dr_url]`` and ``pick()`` returns ``dr_url`` (Twilio's disaster-recovery
 URL, a ``str``) if one is set; otherwise both raise
 :class:`~sipedge.errors.SelectionError`.
