@@ -235,7 +235,7 @@ cdef class Core:
     def order_indices(self):
         """The failover order as target indices (empty when none is usable)."""
         cdef uint32_t n = self.s.n
-        cdef uint32_t *out = <uint32_t *>PyMem_Malloc((n + 1) * sizeof(uint32_t))
+        cdef uint32_t *out = <uint32_t *>PyMem_Malloc((<size_t>n + 1) * sizeof(uint32_t))
         cdef uint64_t *work = <uint64_t *>PyMem_Malloc(sx_sel_work_words(n) * sizeof(uint64_t))
         cdef uint32_t k, j
         try:
