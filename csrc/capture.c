@@ -146,6 +146,9 @@ static int pcapng_next(sx_capture *c, sx_frame *f)
         if (blen > c->len - off)
             return fail(c, "truncated pcapng block (length past the end of the file)", off + 4,
                         blen);
+        if (type == PCAPNG_SHB && blen < 28)
+            return fail(c, "pcapng section header block too short (28 bytes at least)", off + 4,
+                        blen);
         if (rd32(c, p + blen - 4) != blen)
             return fail(c, "pcapng block length at the end of the block differs from the start",
                         off + blen - 4, rd32(c, p + blen - 4));
@@ -236,7 +239,8 @@ int sx_map_file(const char *path, const uint8_t **base, size_t *len)
 {
     *base = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -1;
     struct stat st;

@@ -63,7 +63,8 @@ int sx_cap_next(sx_capture *c, sx_frame *f);
 int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                     uint32_t **codes, size_t *codes_cap);
 
-/* Map a whole file read-only. 0 ok; else -1 and errno is set. *len may be 0
+/* Map a whole file read-only. 0 ok; else -1 and errno is set (EISDIR for a
+ * directory, EINVAL for anything else that is not a regular file). *len may be 0
  * (then *base is NULL). sx_unmap_file(base, len) releases it. */
 int sx_map_file(const char *path, const uint8_t **base, size_t *len);
 void sx_unmap_file(const uint8_t *base, size_t len);

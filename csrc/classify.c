@@ -279,18 +279,26 @@ static void gre(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict 
         l3(f, off, end, et, depth + 1, v);
 }
 
+/* The ports of a transport header of at least need bytes; 0 (and BAD) when cut. */
+static int ports(const uint8_t *p, size_t n, size_t need, sx_verdict *v)
+{
+    if (n < need) {
+        v->flags |= SX_F_BAD;
+        return 0;
+    }
+    v->sport = be16(p);
+    v->dport = be16(p + 2);
+    return 1;
+}
+
 static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
 {
     const uint8_t *p = f + off;
     size_t n = end - off;
     switch (v->proto) {
     case 17: /* UDP */
-        if (n < 8) {
-            v->flags |= SX_F_BAD;
+        if (!ports(p, n, 8, v))
             return;
-        }
-        v->sport = be16(p);
-        v->dport = be16(p + 2);
         {
             size_t ulen = be16(p + 4);
             size_t plen = n - 8;
@@ -300,12 +308,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
         }
         return;
     case 6: /* TCP */
-        if (n < 20) {
-            v->flags |= SX_F_BAD;
+        if (!ports(p, n, 20, v))
             return;
-        }
-        v->sport = be16(p);
-        v->dport = be16(p + 2);
         {
             size_t doff = (size_t)(p[12] >> 4) * 4;
             if (doff < 20 || doff > n) {
@@ -322,12 +326,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
         }
         return;
     case 132: /* SCTP: SIP in the first DATA chunk */
-        if (n < 12) {
-            v->flags |= SX_F_BAD;
+        if (!ports(p, n, 12, v))
             return;
-        }
-        v->sport = be16(p);
-        v->dport = be16(p + 2);
         {
             size_t q = 12;
             while (n - q >= 4) {
@@ -413,42 +413,18 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
     unsigned nh = p[6];
     size_t q = off + 40;
     for (int i = 0; i < MAX_V6_EXT; i++) {
-        if (nh == 0 || nh == 43 || nh == 60 || nh == 135 || nh == 139 || nh == 140) {
-            if (end - q < 8) {
-                v->proto = (int16_t)nh;
-                v->flags |= SX_F_BAD;
-                return;
-            }
-            size_t hl = ((size_t)f[q + 1] + 1) * 8;
-            nh = f[q];
-            if (hl > end - q) {
-                v->proto = (int16_t)nh;
-                v->flags |= SX_F_BAD;
-                return;
-            }
-            q += hl;
-        } else if (nh == 51) { /* AH */
-            if (end - q < 8) {
-                v->proto = (int16_t)nh;
-                v->flags |= SX_F_BAD;
-                return;
-            }
-            size_t hl = ((size_t)f[q + 1] + 2) * 4;
-            nh = f[q];
-            if (hl > end - q) {
-                v->proto = (int16_t)nh;
-                v->flags |= SX_F_BAD;
-                return;
-            }
-            q += hl;
-        } else if (nh == 44) { /* fragment */
-            if (end - q < 8) {
-                v->proto = (int16_t)nh;
-                v->flags |= SX_F_BAD;
-                return;
-            }
+        unsigned cur = nh;
+        if (!(cur == 0 || cur == 43 || cur == 60 || cur == 135 || cur == 139 || cur == 140
+              || cur == 51 || cur == 44))
+            break;
+        if (end - q < 8) { /* every extension header is 8 bytes or more */
+            v->proto = (int16_t)cur;
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        nh = f[q];
+        if (cur == 44) { /* fragment: 8 bytes */
             uint16_t fo = be16(f + q + 2);
-            nh = f[q];
             q += 8;
             if (fo & 0xfff8) {
                 v->proto = (int16_t)nh;
@@ -457,9 +433,16 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
             }
             if (fo & 1)
                 v->flags |= SX_F_FRAG_FIRST;
-        } else {
-            break;
+            continue;
         }
+        /* AH counts 4-byte words minus 2, the others 8-byte words minus 1 */
+        size_t hl = cur == 51 ? ((size_t)f[q + 1] + 2) * 4 : ((size_t)f[q + 1] + 1) * 8;
+        if (hl > end - q) {
+            v->proto = (int16_t)nh;
+            v->flags |= SX_F_BAD;
+            return;
+        }
+        q += hl;
     }
     v->proto = (int16_t)nh;
     l4(f, q, end, depth, v);

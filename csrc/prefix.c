@@ -145,6 +145,9 @@ int sx_parse_ip(const char *s, size_t len, uint8_t out[16])
         out[3] = (uint8_t)a;
         return 4;
     }
+    /* inet_pton stops at a NUL: "::1\0junk" must not pass as ::1 */
+    if (memchr(s, '\0', len) != NULL)
+        return 0;
     char buf[46];
     memcpy(buf, s, len);
     buf[len] = '\0';

@@ -62,7 +62,8 @@ int32_t sx_pt_lookup6(const sx_ptable *t, sx_u128 addr6);
 /* Big-endian 16 bytes to sx_u128 and back. */
 sx_u128 sx_u128_from_bytes(const uint8_t b[16]);
 
-/* Parse a textual address of exactly len bytes (no NUL needed).
+/* Parse a textual address of exactly len bytes (no NUL needed; a NUL inside
+ * makes it invalid).
  * Returns 4 (out[0..3] set, network order), 6 (out[0..15] set) or 0 when it is
  * not a valid address. IPv4 follows Python's ipaddress: four decimal parts
  * 0-255, no leading zeros, no spaces. */

@@ -8,16 +8,20 @@ from __future__ import annotations
 import struct
 from typing import Iterable, Sequence
 
-TEST_ALLOWLIST = """\
-[dataset]
-name = "classifier-test"
-
+#: Twilio's roles and ports, shared by every classifier test allowlist
+ROLES = """\
 [roles.signaling]
 ports = ["5060/udp", "5060/tcp", "5061/tcp"]
 
 [roles.media]
 ports = ["10000-60000/udp"]
+"""
 
+TEST_ALLOWLIST = """\
+[dataset]
+name = "classifier-test"
+
+""" + ROLES + """
 [[ranges]]
 role = "signaling"
 edge = "test-east"

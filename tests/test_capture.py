@@ -154,6 +154,9 @@ def test_bad_pcap_errors(clf, tmp_path, mangle, msg, off):
      + struct.pack("<I", 36), "captured length past the end of its block"),
     (lambda d: d + struct.pack("<II", 6, 16) + b"\0\0\0\0" + struct.pack("<I", 20),
      "differs from the start"),
+    # a section header block is 28 bytes at least (no room for the section length here)
+    (lambda d: d + struct.pack("<IIIHHI", 0x0A0D0D0A, 20, 0x1A2B3C4D, 1, 0, 20) + d[28:],
+     "section header block too short"),
 ])
 def test_bad_pcapng_errors(clf, tmp_path, mangle, msg):
     p = tmp_path / "bad.pcapng"

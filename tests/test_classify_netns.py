@@ -12,17 +12,14 @@ import time
 
 import pytest
 
+from classify_util import ROLES
 from conftest import require_root, require_tool
 from netns import Netns, link
 from tshark_compare import compare, run_tshark
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-ALLOWLIST = """\
-[roles.signaling]
-ports = ["5060/udp", "5060/tcp", "5061/tcp"]
-[roles.media]
-ports = ["10000-60000/udp"]
+ALLOWLIST = ROLES + """
 [[ranges]]
 role = "signaling"
 edge = "lab"

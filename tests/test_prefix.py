@@ -246,3 +246,16 @@ def test_from_ranges_keeps_its_own_values(impl):
     for i in range(0, 200, 13):
         assert again.get(str(ipaddress.IPv4Address(0x0A000000 + (i << 12) + 7))) == f"v{i}"
     assert again.get("11.0.0.0") is None
+
+
+@pytest.mark.parametrize("bad", ["::1\x00", "::1\x00garbage", "2001:db8::1\x00::", "\x00::1",
+                                 "::ffff:192.0.2.1\x00", "192.0.2.1\x00", "\udc80", "::\udc80"])
+def test_nul_and_surrogates_refused(impl, bad):
+    """Text that is not an address in full (a NUL inside, a lone surrogate) is
+    an AddressError in both implementations, as ipaddress says."""
+    pt = impl("prefix").PrefixTable([(ipaddress.ip_network("0.0.0.0/0"), 4),
+                                     (ipaddress.ip_network("::/0"), 6)])
+    with pytest.raises(AddressError):
+        pt.get(bad)
+    with pytest.raises(AddressError):
+        bad in pt  # noqa: B015

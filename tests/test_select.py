@@ -349,3 +349,85 @@ def test_native_select_loaded():
     else:
         assert _impl.load("select").__name__ == "sipedge._select"
         assert select._core.__name__ == "sipedge._select"
+
+
+@pytest.mark.parametrize("text, want", [("false", False), (" FALSE ", False), ("true", True),
+                                        (False, False), (True, True), (0, False), (1, True)])
+def test_target_enabled_text_is_parsed_not_truth_tested(text, want):
+    """Target(..., enabled="false") is a disabled target (bool("false") is True),
+    the same reading as TargetSet.from_twilio."""
+    assert Target(A, 1, 1, enabled=text).enabled is want
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", None, 2, 0.5, [True]])
+def test_target_enabled_refuses_what_is_not_a_boolean(bad):
+    with pytest.raises(InputError, match="enabled=.* is not true or false"):
+        Target(A, 1, 1, enabled=bad)
+
+
+def test_termination_order_takes_a_single_string_as_one_item():
+    """A str is a sequence of characters: one edge name or one resolved
+    address given as a bare str means that one item, not its letters."""
+    host = "t.pstn.ashburn.twilio.com"
+    got = termination_order("t", "ashburn", {host: "192.0.2.1"})
+    assert [(a.edge, a.host, a.address) for a in got] == [("ashburn", host, "192.0.2.1")]
+    assert got == termination_order("t", ["ashburn"], {host: ["192.0.2.1"]})
+
+
+@pytest.mark.parametrize("key", ["call-\udc80\udcff@host", "\ud800", "abc\udfff"])
+def test_sticky_key_with_lone_surrogates(make, key):
+    """A Call-ID decoded with errors='surrogateescape' still picks a target
+    (hashed as UTF-8 with surrogates passed through), the same in both."""
+    ts = make(TWILIO)
+    want = hash_bytes(key.encode("utf-8", "surrogatepass"))
+    assert select._core.hash_key(key) == want
+    assert str(ts.pick(key=key)) == str(ts.pick(key=key)) in (A, B, C)
+
+
+def test_empty_set_message_says_it_is_empty(make):
+    """An empty set has nothing 'out of service': the message says what to do."""
+    with pytest.raises(SelectionError, match="no targets.*add targets or set dr_url="):
+        make([]).pick()
+    with pytest.raises(SelectionError, match="no targets"):
+        make([]).order()
+
+
+def test_same_destination_spelled_twice_is_refused(make):
+    """Two spellings of one destination (default port or transport written
+    out) would split one SBC's share in two: refused like an exact repeat."""
+    for other in ("sip:SBC1.example.com:5060", "sip:sbc1.example.com;transport=udp",
+                  "sip:sbc1.example.com:5060;transport=UDP"):
+        with pytest.raises(InputError, match="listed twice"):
+            make([(A, 10, 10), (other, 10, 10)])
+    # a different port, transport or edge is another destination
+    ts = make([(A, 10, 10), (A + ":5080", 10, 10), (A + ";transport=tcp", 10, 10),
+               (A + ";edge=dublin", 10, 10)])
+    assert len(ts) == 4
+
+
+def test_targets_found_by_any_spelling(make):
+    ts = make(TWILIO)
+    assert ts.index("sip:sbc1.example.com:5060;transport=udp") == 0
+    assert ts.mark_failed("sip:SBC1.example.com:5060") is True
+    assert ts.state(A) == "out"
+
+
+@pytest.mark.parametrize("text", ["1_0", "١٠", "+10", "0x10", "10.0"])
+def test_numbers_as_text_are_plain_decimal(text):
+    """Priority, weight and SIP status given as text are ASCII decimal digits:
+    int() alone would also take '1_0' (10) or Arabic-Indic digits."""
+    with pytest.raises(InputError, match="not an integer"):
+        Target(A, text, 10)
+    with pytest.raises(InputError, match="not an integer"):
+        Target(A, 10, text)
+
+
+@pytest.mark.parametrize("text", ["4_86", "٤٨٦", "+486", "0x1e6", "486.0"])
+def test_sip_status_text_is_plain_decimal(text):
+    with pytest.raises(InputError, match="not a number"):
+        should_failover(text)
+
+
+def test_numbers_as_text_still_accepted():
+    assert (Target(A, " 10 ", "20").priority, Target(A, " 10 ", "20").weight) == (10, 20)
+    assert should_failover(" 486 ") is False and should_failover("503") is True

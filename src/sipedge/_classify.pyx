@@ -12,16 +12,18 @@ from cpython cimport array
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
-from libc.errno cimport errno
+from libc.errno cimport errno, EINVAL
 from libc.string cimport strerror
 
 import array as _array
+import operator
 import os
 
 from sipedge._prefix cimport PrefixTable, sx_ptable
 from sipedge._py.classify import (KINDS, Config, Report, capture_error, verdict_repr,
                                   fragment_name, proto_name, _addr, code_of,
-                                  PROGRESS_FRAMES)
+                                  PROGRESS_FRAMES, byte_view, linktype_error,
+                                  check_path, NOT_REGULAR)
 from sipedge.errors import CaptureError
 
 
@@ -74,6 +76,22 @@ cdef extern from "capture.h":
 
 
 cdef tuple _KINDS = KINDS
+cdef object _index = operator.index
+
+
+cdef uint32_t _linktype(object linktype) except? 0xFFFFFFFF:
+    """A link type as uint32: TypeError when not an integer, InputError when
+    outside 0..2**32-1 (as sipedge._py.classify.check_linktype)."""
+    cdef long long x
+    if type(linktype) is not int:
+        linktype = _index(linktype)
+    try:
+        x = linktype
+    except OverflowError:
+        x = -1
+    if x < 0 or x > 0xFFFFFFFF:
+        raise linktype_error(linktype)
+    return <uint32_t>x
 cdef array.array _U32 = _array.array("I")
 
 
@@ -221,24 +239,32 @@ cdef class Classifier:
             sx_classify(&self.cfg, <const uint8_t *>PyBytes_AS_STRING(frame),
                         <size_t>PyBytes_GET_SIZE(frame), linktype, v)
             return 0
-        PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        except BufferError:
+            if not isinstance(frame, memoryview):
+                raise
+            # a strided view: classify the bytes it shows, in order (as the twin)
+            return self._run1(frame.tobytes(), linktype, v)
         try:
             sx_classify(&self.cfg, <const uint8_t *>view.buf, <size_t>view.len, linktype, v)
         finally:
             PyBuffer_Release(&view)
         return 0
 
-    def classify(self, frame, unsigned int linktype=1):
+    def classify(self, frame, linktype=1):
         """The verdict of one frame (bytes-like) of pcap link type *linktype*."""
+        cdef uint32_t lt = _linktype(linktype)
         cdef Verdict r = Verdict.__new__(Verdict)
-        self._run1(frame, linktype, &r.v)
+        self._run1(frame, lt, &r.v)
         r._cfg = self._cfg
         return r
 
-    def code(self, frame, unsigned int linktype=1):
+    def code(self, frame, linktype=1):
         """The compact code of one frame (as in ``Report.codes``)."""
+        cdef uint32_t lt = _linktype(linktype)
         cdef sx_verdict v
-        self._run1(frame, linktype, &v)
+        self._run1(frame, lt, &v)
         return sx_code(&v)
 
     cdef object _walk(self, const uint8_t *base, size_t length, str source, bint frames,
@@ -288,7 +314,7 @@ cdef class Classifier:
         cdef const uint8_t *base = NULL
         if buf is None:
             raise TypeError("classify_buffer needs a bytes-like object, not None")
-        mv = memoryview(buf).cast("B")
+        mv = memoryview(byte_view(buf)).cast("B")
         if mv.shape[0]:
             base = &mv[0]
         return self._walk(base, <size_t>mv.shape[0], source, frames, progress)
@@ -296,6 +322,7 @@ cdef class Classifier:
     def classify_pcap(self, path, bint frames=False, progress=None):
         """Classify every frame of a pcap or pcapng file (memory-mapped)."""
         spath = os.fspath(path)
+        check_path(spath)
         bpath = os.fsencode(spath)
         cdef const char *cpath = bpath
         cdef const uint8_t *base = NULL
@@ -306,7 +333,8 @@ cdef class Classifier:
             if r < 0:
                 err = errno
         if r < 0:
-            raise CaptureError(f"{spath}: cannot open capture: {strerror(err).decode()}")
+            raise CaptureError(f"{spath}: cannot open capture: "
+                               + (NOT_REGULAR if err == EINVAL else strerror(err).decode()))
         try:
             return self._walk(base, length, spath, frames, progress)
         finally:

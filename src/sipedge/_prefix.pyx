@@ -13,6 +13,7 @@ from sipedge.errors import AddressError
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object u)
+    bint PyUnicode_IS_ASCII(object u)
     void *PyUnicode_DATA(object u)
     Py_ssize_t PyUnicode_GET_LENGTH(object u)
 
@@ -115,6 +116,8 @@ cdef class PrefixTable:
         cdef Py_ssize_t n
         cdef int version
         if type(addr) is str:
+            if not PyUnicode_IS_ASCII(addr):  # every address is ASCII text
+                raise AddressError(f"{addr!r} is not an IPv4 or IPv6 address")
             s = PyUnicode_AsUTF8AndSize(addr, &n)
             version = sx_parse_ip(s, <size_t>n, buf)
             if version == 4:

@@ -72,10 +72,15 @@ def hash_bytes(const uint8_t[::1] data):
 cdef inline uint64_t _hash_key(object key) except? 0:
     cdef const char *s
     cdef Py_ssize_t n
+    cdef bytes b
     if type(key) is str:
-        s = PyUnicode_AsUTF8AndSize(key, &n)
-        return sx_hash_bytes(s, <size_t>n)
-    cdef bytes b = key_bytes(key)
+        try:
+            s = PyUnicode_AsUTF8AndSize(key, &n)
+        except UnicodeEncodeError:
+            pass  # lone surrogates: key_bytes passes them through
+        else:
+            return sx_hash_bytes(s, <size_t>n)
+    b = key_bytes(key)
     return sx_hash_bytes(<const char *>b, <size_t>len(b))
 
 
@@ -230,7 +235,7 @@ cdef class Core:
     def order_indices(self):
         """The failover order as target indices (empty when none is usable)."""
         cdef uint32_t n = self.s.n
-        cdef uint32_t *out = <uint32_t *>PyMem_Malloc((n + 1) * sizeof(uint32_t))
+        cdef uint32_t *out = <uint32_t *>PyMem_Malloc((<size_t>n + 1) * sizeof(uint32_t))
         cdef uint64_t *work = <uint64_t *>PyMem_Malloc(sx_sel_work_words(n) * sizeof(uint64_t))
         cdef uint32_t k, j
         try:

@@ -402,7 +402,8 @@ def _add_classify(sub) -> None:
                     "default): a summary by kind, trust and edge; --frames for one line per "
                     "frame (number, kind, trusted/untrusted, edge or -).")
     p.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file")
-    p.add_argument("--allowlist", metavar="F", help="allowlist TOML file")
+    p.add_argument("--allowlist", metavar="F", help="allowlist TOML file or compiled snapshot "
+                                                     "(default: embedded Twilio dataset)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--frames", action="store_true", help="one line (or JSON object) per frame")
     p.set_defaults(func=_cmd_classify)

@@ -29,7 +29,8 @@ OPTIONS pings can test it; a failure while out restarts the cool-down and
 ``ok_threshold`` consecutive successes bring it back. Out and disabled targets
 are left out of the draw, so their weight is shared among the usable targets
 of the same priority in proportion to their weights (60/20/20 with the 60 out
-becomes 50/50). When no target is usable, ``order()`` returns
+becomes 21/41 and 20/41, about 50/50: the first listed also takes r = 0; see
+``expected_shares()``). When no target is usable, ``order()`` returns
 ``[dr_url]`` and ``pick()`` returns ``dr_url`` (Twilio's disaster-recovery
 URL, a ``str``) if one is set; otherwise both raise
 :class:`~sipedge.errors.SelectionError`.
@@ -40,8 +41,8 @@ from a hash of the key and the target's URI; the best score wins. Keys spread
 in proportion to the weights (w_i / S, not the RFC first-place shares), the
 same key keeps its target while that target is usable, and when a target goes
 out only its keys move. Weight-0 targets get keys only when no positive-weight
-target of their priority is usable. The key is a ``str`` (hashed as UTF-8),
-``bytes`` or ``int``.
+target of their priority is usable. The key is a ``str`` (hashed as UTF-8;
+lone surrogates pass through), ``bytes`` or ``int``.
 
 **Threads**: ``order``, ``pick``, ``mark_failed`` and ``mark_ok`` may be called
 from many threads at once. The native core does its work inside
@@ -75,12 +76,23 @@ TWILIO_MAX_URIS = 10
 _U16 = 0xFFFF
 
 
+def _decimal(value: Any) -> int:
+    """An int, or the ASCII decimal digits of text (spaces around allowed);
+    ValueError for anything else (int() alone takes '1_0' and non-ASCII digits)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(value)
+    return int(text)
+
+
 def _int_in_range(what: str, value: Any, uri: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         try:
-            if isinstance(value, bool) or isinstance(value, float):
-                raise ValueError
-            value = int(str(value).strip())
+            value = _decimal(value)
         except ValueError:
             raise InputError(f"{what} {value!r} of target {uri} is not an integer; "
                              f"use {low}-65535") from None
@@ -89,13 +101,23 @@ def _int_in_range(what: str, value: Any, uri: str, low: int) -> int:
     return value
 
 
+def _enabled(value: Any, where: str) -> bool:
+    """A bool, 0/1, or the text true/false (any case; Twilio's API sends text)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, int) and value in (0, 1):  # bool is an int
+        return bool(value)
+    raise InputError(f"{where}: enabled={value!r} is not true or false")
+
+
 @dataclass(frozen=True, repr=False)
 class Target:
     """One origination URI with its RFC 2782 priority and weight.
 
     ``uri`` is parsed by :func:`sipedge.uri.parse_uri`. ``priority`` 0-65535
     (lowest tried first), ``weight`` 0-65535 (Twilio itself accepts 1-65535;
-    RFC 2782 allows 0). A disabled target is never chosen.
+    RFC 2782 allows 0). A disabled target is never chosen; ``enabled`` is a
+    bool, 0/1 or the text "true"/"false" (so "false" disables, unlike ``bool``).
     """
 
     uri: OriginationURI
@@ -109,7 +131,7 @@ class Target:
         object.__setattr__(self, "uri", u)
         object.__setattr__(self, "priority", _int_in_range("priority", priority, str(u), 0))
         object.__setattr__(self, "weight", _int_in_range("weight", weight, str(u), 0))
-        object.__setattr__(self, "enabled", bool(enabled))
+        object.__setattr__(self, "enabled", _enabled(enabled, f"target {u}"))
 
     def __str__(self) -> str:
         return str(self.uri)
@@ -117,6 +139,12 @@ class Target:
     def __repr__(self) -> str:
         off = "" if self.enabled else ", enabled=False"
         return f"Target({str(self.uri)!r}, priority={self.priority}, weight={self.weight}{off})"
+
+
+def _destination(u: OriginationURI) -> tuple:
+    """What makes two URIs the same target: the effective scheme, user, host,
+    port, transport and edge (``sip:h`` and ``sip:h:5060;transport=udp`` are one)."""
+    return (u.scheme, u.user, u.host, u.port, u.transport, u.edge)
 
 
 def _record_field(rec: Any, name: str, n: int) -> Any:
@@ -152,13 +180,15 @@ class TargetSet:
                  fail_threshold: int = 1, ok_threshold: int = 1, cooldown: float = 30.0,
                  seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic) -> None:
         tl = list(targets)
-        pos: dict[str, int] = {}
+        pos: dict[tuple, int] = {}
         for i, t in enumerate(tl):
             if not isinstance(t, Target):
                 raise InputError(f"target #{i} is a {type(t).__name__}, not a sipedge.Target")
-            key = str(t.uri)
+            key = _destination(t.uri)
             if key in pos:
-                raise InputError(f"target {key} is listed twice (#{pos[key]} and #{i}); "
+                j = pos[key]
+                same = "" if str(tl[j]) == str(t) else f" (as {tl[j]})"
+                raise InputError(f"target {t} is listed twice{same} (#{j} and #{i}); "
                                  "keep one and give it the combined weight")
             pos[key] = i
         for what, v in (("fail_threshold", fail_threshold), ("ok_threshold", ok_threshold)):
@@ -174,15 +204,20 @@ class TargetSet:
         self._pos = pos
         self.dr_url = _check_dr_url(dr_url)
         self.seed = seed
-        names = ", ".join(pos) or "none"
+        if tl:
+            names = ", ".join(map(str, tl))
+            empty = (f"every target is out of service or disabled ({names}) and no "
+                     "disaster-recovery URL is set; mark a target ok when it recovers, "
+                     "wait for its cool-down, or set dr_url=")
+        else:
+            empty = ("the target set has no targets and no disaster-recovery URL; "
+                     "add targets or set dr_url=")
         self._core = _core.Core(
             tl, [t.priority for t in tl], [t.weight for t in tl], [t.enabled for t in tl],
-            [hash_bytes(k.encode()) for k in pos],
+            [hash_bytes(str(t).encode()) for t in tl],
             fail_threshold=fail_threshold, ok_threshold=ok_threshold, cooldown=float(cooldown),
             seed=seed, clock=clock, fallback=self.dr_url,
-            empty_message=f"every target is out of service or disabled ({names}) and no "
-                          "disaster-recovery URL is set; mark a target ok when it recovers, "
-                          "wait for its cool-down, or set dr_url=")
+            empty_message=empty)
         # the hot calls go straight to the core (no wrapper frame)
         self.order = self._core.order
         self.pick = self._core.pick
@@ -195,14 +230,9 @@ class TargetSet:
         targets = []
         for n, rec in enumerate(records):
             url = _record_field(rec, "sip_url", n)
-            enabled = _record_field(rec, "enabled", n)
-            if isinstance(enabled, str):
-                if enabled.strip().lower() not in ("true", "false"):
-                    raise InputError(f"origination URL record #{n}: enabled={enabled!r} is not "
-                                     "true or false")
-                enabled = enabled.strip().lower() == "true"
+            enabled = _enabled(_record_field(rec, "enabled", n), f"origination URL record #{n}")
             targets.append(Target(url, _record_field(rec, "priority", n),
-                                  _record_field(rec, "weight", n), bool(enabled)))
+                                  _record_field(rec, "weight", n), enabled))
         return cls(targets, **kwargs)
 
     # ------------------------------------------------------------- selection
@@ -220,16 +250,14 @@ class TargetSet:
 
     # ---------------------------------------------------------------- health
     def index(self, target: Union[Target, OriginationURI, str]) -> int:
-        """Position of *target* (a Target, a parsed URI or URI text) in the set."""
-        if isinstance(target, Target):
-            key = str(target.uri)
-        else:
-            key = str(parse_uri(target))
+        """Position of *target* (a Target, a parsed URI or URI text, in any spelling
+        of the same destination) in the set."""
+        u = target.uri if isinstance(target, Target) else parse_uri(target)
         try:
-            return self._pos[key]
+            return self._pos[_destination(u)]
         except KeyError:
-            raise InputError(f"{key} is not in this target set; targets: "
-                             f"{', '.join(self._pos) or 'none'}") from None
+            raise InputError(f"{u} is not in this target set; targets: "
+                             f"{', '.join(map(str, self._targets)) or 'none'}") from None
 
     def mark_failed(self, target: Union[Target, OriginationURI, str]) -> bool:
         """Record a failed attempt; True when the target just went out of service."""
@@ -326,8 +354,8 @@ def should_failover(status: Union[int, str, None]) -> bool:
     if isinstance(status, bool):
         raise InputError(f"SIP status {status!r} is not a number 100-699")
     try:
-        code = int(status)
-    except (TypeError, ValueError):
+        code = _decimal(status)
+    except ValueError:
         raise InputError(f"SIP status {status!r} is not a number 100-699 or 'timeout'") from None
     if not 100 <= code <= 699:
         raise InputError(f"SIP status {code} is out of range 100-699; pass None for no answer")
@@ -358,9 +386,13 @@ def termination_order(domain: str, edges: Sequence[Optional[str]],
     name resolved to (Twilio publishes 3-4 per name; use them all).
 
     *resolved* maps host names to the addresses you resolved (sipedge does no
-    DNS); without it each attempt has ``address=None``. Duplicates are dropped.
-    Raises :class:`SelectionError` when nothing is left to try.
+    DNS); without it each attempt has ``address=None``; with it, an edge whose
+    host name is not in *resolved* (or maps to no address) is left out.
+    A bare ``str`` for *edges* or for an address list is one item. Duplicates
+    are dropped. Raises :class:`SelectionError` when nothing is left to try.
     """
+    if isinstance(edges, str):
+        edges = [edges]
     out: list[Attempt] = []
     seen: set[tuple[str, Optional[str]]] = set()
     for e in edges:
@@ -370,6 +402,8 @@ def termination_order(domain: str, edges: Sequence[Optional[str]],
             addrs: Sequence[Optional[str]] = [None]
         else:
             addrs = resolved.get(host, ())
+            if isinstance(addrs, str):
+                addrs = [addrs]
         for a in addrs:
             if a is not None:
                 try:

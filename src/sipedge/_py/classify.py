@@ -63,14 +63,17 @@ transport (udp or tcp).
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import mmap
+import operator
 import os
+import stat
 import struct
 from bisect import bisect_right
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
-from ..errors import CaptureError
+from ..errors import AllowlistError, CaptureError, InputError
 
 KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
 OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
@@ -98,6 +101,8 @@ MEDIA_DENY_PORTS = frozenset((1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 53
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"REGISTER", b"OPTIONS", b"PRACK",
            b"SUBSCRIBE", b"NOTIFY", b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
 _V6_EXT = (0, 43, 60, 135, 139, 140)
+#: most allowlist values a Classifier takes: a frame code keeps (index + 1) in 24 bits
+MAX_VALUES = 0xFFFFFF
 
 
 def _be16(b: bytes, i: int) -> int:
@@ -297,26 +302,30 @@ def _gre(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
         _l3(f, off, end, et, depth + 1, v)
 
 
+def _ports(f: bytes, off: int, n: int, need: int, v: _V) -> bool:
+    """The ports of a transport header of at least *need* bytes; False (and BAD) when cut."""
+    if n < need:
+        v.flags |= F_BAD
+        return False
+    v.sport = _be16(f, off)
+    v.dport = _be16(f, off + 2)
+    return True
+
+
 def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
     n = end - off
     proto = v.proto
     if proto == 17:
-        if n < 8:
-            v.flags |= F_BAD
+        if not _ports(f, off, n, 8, v):
             return
-        v.sport = _be16(f, off)
-        v.dport = _be16(f, off + 2)
         ulen = _be16(f, off + 4)
         plen = n - 8
         if ulen >= 8 and ulen - 8 < plen:
             plen = ulen - 8
         _udp_payload(f[off + 8:off + 8 + plen], v)
     elif proto == 6:
-        if n < 20:
-            v.flags |= F_BAD
+        if not _ports(f, off, n, 20, v):
             return
-        v.sport = _be16(f, off)
-        v.dport = _be16(f, off + 2)
         doff = (f[off + 12] >> 4) * 4
         if doff < 20 or doff > n:
             v.flags |= F_BAD
@@ -329,11 +338,8 @@ def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
         elif is_ws_sip(p):
             v.kind = SIP
     elif proto == 132:
-        if n < 12:
-            v.flags |= F_BAD
+        if not _ports(f, off, n, 12, v):
             return
-        v.sport = _be16(f, off)
-        v.dport = _be16(f, off + 2)
         q = 12
         while n - q >= 4:
             clen = _be16(f, off + q + 2)
@@ -396,25 +402,16 @@ def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
     nh = f[off + 6]
     q = off + 40
     for _ in range(MAX_V6_EXT):
-        if nh in _V6_EXT or nh == 51:
-            if end - q < 8:
-                v.proto = nh
-                v.flags |= F_BAD
-                return
-            hl = (f[q + 1] + 1) * 8 if nh != 51 else (f[q + 1] + 2) * 4
-            nh = f[q]
-            if hl > end - q:
-                v.proto = nh
-                v.flags |= F_BAD
-                return
-            q += hl
-        elif nh == 44:
-            if end - q < 8:
-                v.proto = nh
-                v.flags |= F_BAD
-                return
+        cur = nh
+        if cur not in _V6_EXT and cur != 51 and cur != 44:
+            break
+        if end - q < 8:  # every extension header is 8 bytes or more
+            v.proto = cur
+            v.flags |= F_BAD
+            return
+        nh = f[q]
+        if cur == 44:  # fragment: 8 bytes
             fo = _be16(f, q + 2)
-            nh = f[q]
             q += 8
             if fo & 0xFFF8:
                 v.proto = nh
@@ -422,52 +419,50 @@ def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
                 return
             if fo & 1:
                 v.flags |= F_FRAG_FIRST
-        else:
-            break
+            continue
+        # AH counts 4-byte words minus 2, the others 8-byte words minus 1
+        hl = (f[q + 1] + 2) * 4 if cur == 51 else (f[q + 1] + 1) * 8
+        if hl > end - q:
+            v.proto = nh
+            v.flags |= F_BAD
+            return
+        q += hl
     v.proto = nh
     _l4(f, q, end, depth, v)
+
+
+#: bytes a frame of each known link type needs before its payload (raw IP: the version nibble)
+_LINK_HEADER = {LT_ETHERNET: 14, LT_SLL: 16, LT_SLL2: 20, LT_RAW: 1, LT_NULL: 4, LT_LOOP: 4,
+                LT_IPV4: 0, LT_IPV6: 0}
 
 
 def _parse(f: bytes, linktype: int) -> _V:
     """The verdict of one frame, before the allowlist is consulted."""
     v = _V()
     n = len(f)
+    need = _LINK_HEADER.get(linktype)
+    if need is None:
+        v.flags = F_NOT_IP
+        return v
+    if n < need:
+        v.flags = F_NOT_IP | F_BAD
+        return v
+    off = need
     if linktype == LT_ETHERNET:
-        if n < 14:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et, off = _be16(f, 12), 14
+        et = _be16(f, 12)
     elif linktype == LT_SLL:
-        if n < 16:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et, off = _be16(f, 14), 16
+        et = _be16(f, 14)
     elif linktype == LT_SLL2:
-        if n < 20:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et, off = _be16(f, 0), 20
+        et = _be16(f, 0)
     elif linktype == LT_RAW:
-        if n < 1:
-            v.flags = F_NOT_IP | F_BAD
-            return v
         ver = f[0] >> 4
         et, off = (0x0800 if ver == 4 else 0x86DD if ver == 6 else 0), 0
     elif linktype == LT_NULL or linktype == LT_LOOP:
-        if n < 4:
-            v.flags = F_NOT_IP | F_BAD
-            return v
         le = int.from_bytes(f[:4], "little")
         fam = le if le < 256 else int.from_bytes(f[:4], "big")
         et = 0x0800 if fam == 2 else 0x86DD if fam in (10, 24, 28, 30) else 0
-        off = 4
-    elif linktype == LT_IPV4:
-        et, off = 0x0800, 0
-    elif linktype == LT_IPV6:
-        et, off = 0x86DD, 0
     else:
-        v.flags = F_NOT_IP
-        return v
+        et = 0x0800 if linktype == LT_IPV4 else 0x86DD
     i = 0
     while i < MAX_VLAN_TAGS and et in VLAN_TPIDS:
         if n - off < 4:
@@ -481,6 +476,41 @@ def _parse(f: bytes, linktype: int) -> _V:
         return v
     _l3(f, off, n, et, 0, v)
     return v
+
+
+def linktype_error(linktype: int) -> InputError:
+    return InputError(f"link type {linktype} is out of range: a pcap LINKTYPE_ value is "
+                      "0..4294967295 (1 Ethernet, 101 raw IP, 113 Linux cooked, 276 SLL2)")
+
+
+def check_linktype(linktype: Any) -> int:
+    """*linktype* as an int: TypeError when it is not an integer, InputError
+    when it is outside 0..2**32-1 (the native side takes a uint32)."""
+    lt = operator.index(linktype)
+    if not 0 <= lt <= 0xFFFFFFFF:
+        raise linktype_error(lt)
+    return lt
+
+
+def frame_bytes(frame: Any) -> bytes:
+    """The bytes of a bytes-like *frame* (a strided view is copied in order);
+    TypeError for anything else (``bytes(40)`` would be 40 zero bytes)."""
+    if type(frame) is bytes:
+        return frame
+    with memoryview(frame) as m:
+        return m.tobytes()
+
+
+def byte_view(buf: Any) -> Any:
+    """A buffer indexed by byte: bytes and mmap as they are (slicing them
+    copies, so no export outlives a walk and an mmap can be closed), any other
+    bytes-like object as an unsigned-byte memoryview, a strided one copied."""
+    if isinstance(buf, (bytes, mmap.mmap)):
+        return buf
+    m = memoryview(buf)
+    if not m.c_contiguous:
+        m = memoryview(m.tobytes())
+    return m.cast("B") if m.format != "B" or m.ndim != 1 else m
 
 
 # ---------------------------------------------------------------- allowlist config
@@ -498,6 +528,10 @@ class Config:
         self.allowlist = allowlist
         table = allowlist._table if allowlist is not None else None
         self.table = table
+        if table is not None and len(table.values) > MAX_VALUES:
+            raise AllowlistError(f"an allowlist of {len(table.values)} entries: a frame code holds "
+                                 f"the entry index in 24 bits, at most {MAX_VALUES} entries; "
+                                 "split the allowlist or merge adjacent prefixes")
         self.values: list = list(table.values) if table is not None else []
         self.roles: list[str] = list(allowlist.ports) if allowlist is not None else []
         self.edges: list[str] = []
@@ -690,17 +724,22 @@ class Report:
         return sum(n for (_, t, _), n in self.counts.items() if t)
 
     def frame(self, i: int) -> FrameInfo:
-        """Frame *i* (0-based index) from the codes; needs ``frames=True``."""
+        """Frame *i* (0-based index, 0 .. frames-1) from the codes; needs ``frames=True``."""
         if self.codes is None:
             raise ValueError("this report has no per-frame codes: classify with frames=True")
+        if not 0 <= i < len(self.codes):
+            raise IndexError(f"frame index {i} out of range 0-{len(self.codes) - 1} "
+                             "(0-based: frame number 1 is index 0)")
         c = self.codes[i]
         m = (c >> 8) - 1
         return FrameInfo(i + 1, KINDS[c & 7], bool(c & 8), self._cfg.role_of(m),
                          self._cfg.edge_of(m), fragment_name((c >> 4) & 15), (c >> 4) & 15)
 
     def iter_frames(self) -> Iterator[FrameInfo]:
-        for i in range(len(self.codes) if self.codes is not None else 0):
-            yield self.frame(i)
+        """Every frame in capture order; needs ``frames=True`` (ValueError without)."""
+        if self.codes is None:
+            raise ValueError("this report has no per-frame codes: classify with frames=True")
+        return (self.frame(i) for i in range(len(self.codes)))
 
     def to_dict(self) -> dict:
         return {
@@ -739,8 +778,7 @@ class _CapErr(Exception):
 def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
     """(linktype, frame bytes, offset after the record) of each frame of a
     pcap/pcapng image; _CapErr on errors."""
-    # slicing an mmap or bytes copies: no buffer export outlives this walk
-    mv = buf.cast("B") if isinstance(buf, memoryview) else buf
+    mv = byte_view(buf)
     n = len(mv)
     if n < 4:
         raise _CapErr("file too short for a pcap or pcapng header", 0, n)
@@ -811,6 +849,9 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
                           off + 4, blen)
         if blen > n - off:
             raise _CapErr("truncated pcapng block (length past the end of the file)", off + 4, blen)
+        if btype == 0x0A0D0D0A and blen < 28:
+            raise _CapErr("pcapng section header block too short (28 bytes at least)", off + 4,
+                          blen)
         tail = struct.unpack_from(e + "I", mv, off + blen - 4)[0]
         if tail != blen:
             raise _CapErr("pcapng block length at the end of the block differs from the start",
@@ -850,15 +891,30 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
             yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
 
 
+NOT_REGULAR = "not a regular file (a pipe, socket or device); save the capture to a file first"
+
+
+def check_path(path: Any) -> None:
+    """CaptureError for a path with a NUL byte (no file has such a name)."""
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise CaptureError(f"{path!r}: cannot open capture: the path contains a NUL byte")
+
+
 def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
     """Map *path* read-only: (buffer, close). CaptureError when it cannot be read."""
     path = os.fspath(path)
+    check_path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise CaptureError(f"{path}: cannot open capture: {e.strerror}") from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            why = os.strerror(errno.EISDIR) if stat.S_ISDIR(st.st_mode) else NOT_REGULAR
+            raise CaptureError(f"{path}: cannot open capture: {why}")
+        size = st.st_size
         if size == 0:
             return b"", lambda: None
         m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -894,11 +950,11 @@ class Classifier:
 
     def classify(self, frame: Any, linktype: int = 1) -> Verdict:
         """The verdict of one frame (bytes-like) of pcap link type *linktype*."""
-        return Verdict(self._verdict(bytes(frame), int(linktype)), self._cfg)
+        return Verdict(self._verdict(frame_bytes(frame), check_linktype(linktype)), self._cfg)
 
     def code(self, frame: Any, linktype: int = 1) -> int:
         """The compact code of one frame (as in ``Report.codes``)."""
-        v = self._verdict(bytes(frame), int(linktype))
+        v = self._verdict(frame_bytes(frame), check_linktype(linktype))
         return code_of(v.kind, v.trusted, v.flags, v.match)
 
     def _run(self, buf: Any, source: str, frames: bool,
@@ -907,6 +963,7 @@ class Classifier:
         width = len(cfg.edges) + 1
         counts = [0] * (len(KINDS) * 2 * width)
         codes = [] if frames else None
+        buf = byte_view(buf)
         total = len(buf)
         k = 0
         try:

@@ -23,9 +23,14 @@ STATES = ("up", "out", "probing", "disabled")
 
 
 def key_bytes(key: Any) -> bytes:
-    """The bytes a sticky key is hashed as: str as UTF-8, bytes as is, int as decimal text."""
+    """The bytes a sticky key is hashed as: str as UTF-8 (a lone surrogate, as
+    errors="surrogateescape" decoding leaves in a Call-ID, passed through as
+    its 3 bytes), bytes as is, int as decimal text."""
     if isinstance(key, str):
-        return key.encode("utf-8")
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError:
+            return key.encode("utf-8", "surrogatepass")
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
     if isinstance(key, int) and not isinstance(key, bool):
