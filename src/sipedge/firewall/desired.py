@@ -15,6 +15,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
+import sys
+from array import array
+from itertools import repeat
+from operator import sub
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
@@ -102,6 +106,17 @@ def pack_intervals(intervals, family: int) -> bytes:
     return b"".join(s.to_bytes(16, "big") + (e - 1).to_bytes(16, "big") for s, e in intervals)
 
 
+def _pack4(starts: list, ends: list) -> bytes:
+    """:func:`pack_intervals` of v4 intervals given as start and end columns."""
+    flat = [0] * (2 * len(starts))
+    flat[0::2] = starts
+    flat[1::2] = map(sub, ends, repeat(1, len(ends)))
+    a = array("I", flat)
+    if sys.byteorder == "little":
+        a.byteswap()
+    return a.tobytes()
+
+
 def unpack_intervals(data: bytes, family: int) -> tuple:
     if family == 4:
         flat = struct.unpack(f">{len(data) // 4}I", data)
@@ -166,11 +181,13 @@ def desired_state(al: Allowlist, table: str = DEFAULT_TABLE, mode: str = "enforc
         role_ports[role] = list(prs)
     d = Desired(table=table, chain=chain, priority=priority, mode=mode)
     for role in al.roles:
-        nets = al.networks(role)
         for fam in (4, 6):
             name = f"{role}_v{fam}"
-            d.sets[name] = SetSpec(name, role, fam, merge_networks(nets, fam),
-                                   sum(1 for n in nets if n.version == fam))
+            sp = al.spans(role, fam)  # = merge_networks(al.networks(role), fam), on integers
+            st = SetSpec(name, role, fam, tuple(zip(sp.starts, sp.ends)), sp.count)
+            if fam == 4:  # packed straight from the columns: no per-interval tuples
+                st.__dict__["packed"] = _pack4(sp.starts, sp.ends)
+            d.sets[name] = st
     for role in al.roles:
         for pr in _dedup(role_ports[role]):
             for fam in (4, 6):

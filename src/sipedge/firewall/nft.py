@@ -22,17 +22,19 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
-from pyroute2.netlink.nfnetlink.nftsocket import (
-    NFPROTO_INET, NFT_MSG_DELSETELEM, NFT_MSG_DELTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETGEN,
-    NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM, NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN,
-    NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE, nft_chain_msg,
-    nft_gen_msg, nft_rule_msg, nft_set_elem_list_msg, nft_set_msg, nft_table_msg)
-
 from .desired import TOP, Desired, RuleSpec, diff_packed
 from .nl import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                  NLM_F_REQUEST, NetlinkError, NfSocket)
 
+# nf_tables numbers (linux/netfilter/nf_tables.h, nfnetlink.h); a test checks them
+# against pyroute2's, which is imported only when a message class is needed (~0.1 s)
+NFNL_SUBSYS_NFTABLES = 10
+NFPROTO_INET = 1
+(NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN,
+ NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE, NFT_MSG_NEWSET, NFT_MSG_GETSET,
+ NFT_MSG_DELSET, NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN,
+ NFT_MSG_GETGEN) = range(17)
+NFTA_GEN_ID = 1
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
 NFNL_BATCH_GENID = 1
@@ -55,6 +57,14 @@ _MSG_NAMES = {NFT_MSG_NEWTABLE: "new table", NFT_MSG_DELTABLE: "delete table",
               NFT_MSG_NEWRULE: "new rule"}
 
 
+def _pr():
+    """pyroute2's nf_tables message classes, imported on first use: a sync whose
+    snapshot is current builds every message itself and never needs them."""
+    from pyroute2.netlink.nfnetlink import nftsocket
+
+    return nftsocket
+
+
 def _t(msg_type: int) -> int:
     return (NFNL_SUBSYS_NFTABLES << 8) | msg_type
 
@@ -71,19 +81,32 @@ def encode(cls, msg_type: int, flags: int, seq: int, attrs: list, family: int = 
     return bytes(m.data)
 
 
+def _nfgen(msg_type: int, flags: int, seq: int, family: int, res_id: int = 0) -> bytes:
+    """A netlink header and ``struct nfgenmsg`` (version 0, *res_id* big-endian), no attributes."""
+    return struct.pack("=IHHIIBB", 20, msg_type, flags, seq, 0, family, 0) + struct.pack(">H", res_id)
+
+
 def batch_marker(kind: int, seq: int, genid: Optional[int] = None) -> bytes:
-    m = nfgen_msg()
-    m["header"]["type"] = kind
-    m["header"]["flags"] = NLM_F_REQUEST
-    m["header"]["sequence_number"] = seq
-    m["nfgen_family"] = 0
-    m["res_id"] = NFNL_SUBSYS_NFTABLES
-    m.encode()
-    data = bytes(m.data)
+    """NFNL_MSG_BATCH_BEGIN / _END for nf_tables: the bytes pyroute2's ``nfgen_msg``
+    encodes (a test checks), plus NFNL_BATCH_GENID when *genid* is given."""
+    data = _nfgen(kind, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES)
     if genid is not None:  # the kernel refuses the batch if the ruleset changed since
         data += struct.pack("=HH", 8, NFNL_BATCH_GENID) + struct.pack(">I", genid)
         data = struct.pack("=I", len(data)) + data[4:]
     return data
+
+
+def genid_request(seq: int) -> bytes:
+    """NFT_MSG_GETGEN: what pyroute2's ``nft_gen_msg`` encodes without attributes."""
+    return _nfgen(_t(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0)
+
+
+def parse_genid(msg: bytes) -> Optional[int]:
+    """NFTA_GEN_ID of a NEWGEN answer, or None when it carries none."""
+    a = _parse_attrs(msg, 20, len(msg)).get(NFTA_GEN_ID)
+    if a is None or a[1] - a[0] < 4:
+        return None
+    return struct.unpack_from(">I", msg, a[0])[0]
 
 
 # -- expressions -----------------------------------------------------------------------
@@ -153,7 +176,7 @@ def _expr_bytes(expr: dict) -> Tuple[int, bytes]:
     key = repr(expr)
     hit = _EXPR_CACHE.get(key)
     if hit is None:
-        m = encode(nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
+        m = encode(_pr().nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
         off, end = _parse_attrs(m, 20, len(m))[4]  # NFTA_RULE_EXPRESSIONS
         typ = struct.unpack_from("=H", m, off - 2)[0]
         hit = _EXPR_CACHE[key] = (typ, m[off:end])
@@ -241,7 +264,7 @@ def elem_message_pyroute2(msg_type: int, flags: int, seq: int, table: str, set_n
             # pyroute2's flag map for this attribute is keyed {1: name}: bit 0 is selected by 1
             attrs.append(("NFTA_SET_ELEM_FLAGS", {1}))
         elems.append({"attrs": attrs})
-    return encode(nft_set_elem_list_msg, msg_type, flags, seq,
+    return encode(_pr().nft_set_elem_list_msg, msg_type, flags, seq,
                   [("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", set_name),
                    ("NFTA_SET_ELEM_LIST_ELEMENTS", elems)])
 
@@ -322,13 +345,13 @@ def _canon(v):
 
 
 def canon_rule(msg_bytes: bytes) -> tuple:
-    m = nft_rule_msg(msg_bytes)
+    m = _pr().nft_rule_msg(msg_bytes)
     m.decode()
     return _canon(m.get_attr("NFTA_RULE_EXPRESSIONS") or [])
 
 
 def rule_counter(msg_bytes: bytes) -> Tuple[int, int]:
-    m = nft_rule_msg(msg_bytes)
+    m = _pr().nft_rule_msg(msg_bytes)
     m.decode()
     for e in m.get_attr("NFTA_RULE_EXPRESSIONS") or []:
         if e.get_attr("NFTA_EXPR_NAME") == "counter":
@@ -374,12 +397,9 @@ class NftBackend:
     # -- reading ------------------------------------------------------------------
     def genid(self) -> int:
         s = self.sock
-        msgs = s.request(encode(nft_gen_msg, NFT_MSG_GETGEN, NLM_F_REQUEST, s.next_seq(), [],
-                                family=0), "read the ruleset generation")
+        msgs = s.request(genid_request(s.next_seq()), "read the ruleset generation")
         for m in msgs:
-            g = nft_gen_msg(m)
-            g.decode()
-            return g.get_attr("NFTA_GEN_ID") or 0
+            return parse_genid(m) or 0
         return 0
 
     def _dump(self, cls, msg_type, attrs, what) -> List[bytes]:
@@ -390,7 +410,7 @@ class NftBackend:
     def table_exists(self, table: str) -> bool:
         s = self.sock
         try:
-            s.request(encode(nft_table_msg, NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK,
+            s.request(encode(_pr().nft_table_msg, NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK,
                              s.next_seq(), [("NFTA_TABLE_NAME", table)]), f"read table {table}")
         except NetlinkError as e:
             if e.code == errno.ENOENT:
@@ -399,7 +419,7 @@ class NftBackend:
         return True
 
     def set_intervals(self, table: str, name: str, family: int) -> tuple:
-        msgs = self._dump(nft_set_elem_list_msg, NFT_MSG_GETSETELEM,
+        msgs = self._dump(_pr().nft_set_elem_list_msg, NFT_MSG_GETSETELEM,
                           [("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", name)],
                           f"read set {name}")
         return elements_to_intervals(parse_elements(msgs), family)
@@ -409,9 +429,9 @@ class NftBackend:
         if not self.table_exists(table):
             return live
         live.exists = True
-        for m in self._dump(nft_chain_msg, NFT_MSG_GETCHAIN, [("NFTA_CHAIN_TABLE", table)],
+        for m in self._dump(_pr().nft_chain_msg, NFT_MSG_GETCHAIN, [("NFTA_CHAIN_TABLE", table)],
                             "read chains"):
-            c = nft_chain_msg(m)
+            c = _pr().nft_chain_msg(m)
             c.decode()
             if c.get_attr("NFTA_CHAIN_TABLE") != table:
                 continue
@@ -420,8 +440,8 @@ class NftBackend:
                                 hook.get_attr("NFTA_HOOK_HOOKNUM") if hook else None,
                                 hook.get_attr("NFTA_HOOK_PRIORITY") if hook else None,
                                 c.get_attr("NFTA_CHAIN_TYPE"), c.get_attr("NFTA_CHAIN_POLICY")))
-        for m in self._dump(nft_set_msg, NFT_MSG_GETSET, [("NFTA_SET_TABLE", table)], "read sets"):
-            st = nft_set_msg(m)
+        for m in self._dump(_pr().nft_set_msg, NFT_MSG_GETSET, [("NFTA_SET_TABLE", table)], "read sets"):
+            st = _pr().nft_set_msg(m)
             st.decode()
             if st.get_attr("NFTA_SET_TABLE") != table:
                 continue
@@ -431,9 +451,9 @@ class NftBackend:
             fam = 4 if ktype == KEY_TYPE[4] else 6
             ivs = self.set_intervals(table, name, fam) if with_elements else ()
             live.sets[name] = LiveSet(name, ktype, flags, ivs)
-        for m in self._dump(nft_rule_msg, NFT_MSG_GETRULE, [("NFTA_RULE_TABLE", table)],
+        for m in self._dump(_pr().nft_rule_msg, NFT_MSG_GETRULE, [("NFTA_RULE_TABLE", table)],
                             "read rules"):
-            r = nft_rule_msg(m)
+            r = _pr().nft_rule_msg(m)
             r.decode()
             if r.get_attr("NFTA_RULE_TABLE") != table:
                 continue
@@ -490,22 +510,22 @@ class NftBackend:
         f = NLM_F_REQUEST | NLM_F_ACK
         out: List[Tuple[str, bytes]] = []
         if replace:
-            out.append(("delete table", encode(nft_table_msg, NFT_MSG_DELTABLE, f, s.next_seq(),
+            out.append(("delete table", encode(_pr().nft_table_msg, NFT_MSG_DELTABLE, f, s.next_seq(),
                                                [("NFTA_TABLE_NAME", d.table)])))
-        out.append(("new table", encode(nft_table_msg, NFT_MSG_NEWTABLE, f | NLM_F_CREATE | NLM_F_EXCL,
+        out.append(("new table", encode(_pr().nft_table_msg, NFT_MSG_NEWTABLE, f | NLM_F_CREATE | NLM_F_EXCL,
                                         s.next_seq(), [("NFTA_TABLE_NAME", d.table)])))
         ids = {}
         for i, (name, st) in enumerate(d.sets.items()):
             ids[name] = i + 1
             out.append((f"new set {name}", encode(
-                nft_set_msg, NFT_MSG_NEWSET, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
+                _pr().nft_set_msg, NFT_MSG_NEWSET, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
                 [("NFTA_SET_TABLE", d.table), ("NFTA_SET_NAME", name),
                  ("NFTA_SET_FLAGS", {"NFT_SET_INTERVAL"}), ("NFTA_SET_KEY_TYPE", KEY_TYPE[st.family]),
                  ("NFTA_SET_KEY_LEN", KEY_LEN[st.family]), ("NFTA_SET_ID", i + 1)])))
             out += self._elem_msgs(NFT_MSG_NEWSETELEM, d.table, name,
                                    interval_keys(st.intervals, st.family), st.family)
         out.append((f"new chain {d.chain}", encode(
-            nft_chain_msg, NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
+            _pr().nft_chain_msg, NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
             [("NFTA_CHAIN_TABLE", d.table), ("NFTA_CHAIN_NAME", d.chain),
              ("NFTA_CHAIN_HOOK", {"attrs": [("NFTA_HOOK_HOOKNUM", NF_INET_LOCAL_IN),
                                             ("NFTA_HOOK_PRIORITY", d.priority)]}),
@@ -556,7 +576,7 @@ class NftBackend:
         if not self.table_exists(table):
             return False
         s = self.sock
-        self._batch([("delete table", encode(nft_table_msg, NFT_MSG_DELTABLE,
+        self._batch([("delete table", encode(_pr().nft_table_msg, NFT_MSG_DELTABLE,
                                              NLM_F_REQUEST | NLM_F_ACK, s.next_seq(),
                                              [("NFTA_TABLE_NAME", table)]))])
         return True
