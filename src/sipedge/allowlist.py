@@ -470,6 +470,33 @@ def _table_columns(table) -> list:
              col("i", val6))]
 
 
+def _pack_spans(sp: _Spans, version: int) -> bytes:
+    """Spans as big-endian (first, last) address pairs, 8 bytes (v4) or 32 (v6) each:
+    the form the firewall diffs (``sipedge.firewall.desired.pack_intervals``)."""
+    if version == 4:
+        flat = [0] * (2 * len(sp.starts))
+        flat[0::2] = sp.starts
+        flat[1::2] = map(sub, sp.ends, repeat(1, len(sp.ends)))
+        a = array("I", flat)
+        if sys.byteorder == "little":
+            a.byteswap()
+        return a.tobytes()
+    return b"".join(s.to_bytes(16, "big") + (e - 1).to_bytes(16, "big")
+                    for s, e in zip(sp.starts, sp.ends))
+
+
+def _unpack_spans(data: bytes, count: int, version: int) -> _Spans:
+    if version == 4:
+        a = array("I")
+        a.frombytes(data)
+        if sys.byteorder == "little":
+            a.byteswap()
+        flat = a.tolist()
+        return _Spans(flat[0::2], list(map(add, flat[1::2], _ONES)), count)
+    pairs = [int.from_bytes(data[i:i + 16], "big") for i in range(0, len(data), 16)]
+    return _Spans(pairs[0::2], list(map(add, pairs[1::2], _ONES)), count)
+
+
 def _networks_of(sp: _Spans, version: int) -> list:
     cls, bits = (ipaddress.IPv4Network, 32) if version == 4 else (ipaddress.IPv6Network, 128)
     return [cls((a, plen)) for lo, end in zip(sp.starts, sp.ends) for a, plen in _cidrs(lo, end - 1, bits)]
@@ -543,14 +570,19 @@ class Allowlist:
         self.match = table.get  # type: ignore[method-assign]
 
     @classmethod
-    def _from_table(cls, table, ports: dict, meta: dict, carriers: dict) -> "Allowlist":
-        """An allowlist over a ready table (from a snapshot); entries are built lazily."""
+    def _from_table(cls, table, ports: dict, meta: dict, carriers: dict,
+                    spans: Optional[dict] = None) -> "Allowlist":
+        """An allowlist over a ready table (from a snapshot); entries are built lazily.
+        *spans*: the snapshot's :meth:`packed_spans` of every role,
+        ``{role: (packed4, count4, packed6, count6)}``."""
         self = cls.__new__(cls)
         self._entries = None
         self.ports = ports
         self.meta = meta
         self.carriers = carriers
         self._set_table(table)
+        if spans is not None:
+            self.__dict__["_packed_spans"] = spans
         return self
 
     # -- construction -----------------------------------------------------------------
@@ -636,23 +668,40 @@ class Allowlist:
     def spans(self, role: str, version: int) -> "_Spans":
         """What :meth:`networks` covers, as integers: ``(starts, ends, count)`` with the
         merged half-open spans ``[starts[i], ends[i])`` in order and *count* the number
-        of networks they split into. Computed once for all roles, without ipaddress
-        objects (this is what the firewall programs)."""
-        cache = self.__dict__.get("_spans")
-        if cache is None:
-            values_roles = list(self.ports)
-            try:
-                cache = _role_spans_all(self._table, values_roles)
-            except KeyError:  # a range of a role without ports: never made by the loaders
-                values_roles += sorted({m.role for m in self._table.values} - set(values_roles))
-                cache = _role_spans_all(self._table, values_roles)
-            self.__dict__["_spans"] = cache
+        of networks they split into. Computed once for all roles from the prefix
+        table, without ipaddress objects, or read from a compiled snapshot."""
         if version not in (4, 6):
             raise ValueError(f"IP version {version!r}: use 4 or 6")
+        cache = self.__dict__.get("_spans")
+        if cache is None:
+            cache = self.__dict__["_spans"] = {}
+            stored = self.__dict__.get("_packed_spans")
+            if stored is not None:  # from a snapshot: {role: (packed4, n4, packed6, n6)}
+                for r, (p4, n4, p6, n6) in stored.items():
+                    cache[r] = (_unpack_spans(p4, n4, 4), _unpack_spans(p6, n6, 6))
+            else:
+                roles = list(self.ports)
+                try:
+                    cache.update(_role_spans_all(self._table, roles))
+                except KeyError:  # a range of a role without ports: never made by the loaders
+                    roles += sorted({m.role for m in self._table.values} - set(roles))
+                    cache.update(_role_spans_all(self._table, roles))
         got = cache.get(role)
         if got is None:
             return _Spans([], [], 0)
         return got[0] if version == 4 else got[1]
+
+    def packed_spans(self, role: str, version: int) -> tuple[bytes, int]:
+        """:meth:`spans` as ``(bytes, count)``: big-endian (first, last) address pairs,
+        4 + 4 bytes (v4) or 16 + 16 (v6) each, the form the firewall diffs."""
+        stored = self.__dict__.get("_packed_spans")
+        if stored is not None:
+            got = stored.get(role)
+            if got is None:
+                return b"", 0
+            return (got[0], got[1]) if version == 4 else (got[2], got[3])
+        sp = self.spans(role, version)
+        return _pack_spans(sp, version), sp.count
 
     @property
     def roles(self) -> list[str]:
