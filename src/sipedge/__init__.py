@@ -67,11 +67,17 @@ __all__ += ["Classifier", "Verdict"]
 
 
 def __getattr__(name: str):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
 
+    mod = _LAZY.get(name)
+    if mod is None:
+        # a submodule (``sipedge.classify``), as the eager imports used to provide
+        try:
+            return import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(f"{__name__}.{mod}"), name)
     globals()[name] = value
     return value
