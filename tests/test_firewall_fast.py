@@ -176,6 +176,25 @@ def test_setspec_either_form_same_value():
     assert unpack_intervals(SetSpec("m", "m", 6, v6).packed, 6) == v6
 
 
+@pytest.mark.parametrize("fam", [4, 6])
+def test_elements_from_packed_intervals_equal_the_per_element_packing(fam):
+    import random
+
+    rnd = random.Random(fam)
+    top = 1 << (32 if fam == 4 else 128)
+    cases = [(), ((0, top),), ((0, 1),), ((top - 1, top),), ((5, 9), (top - 16, top))]
+    for n in (1249, 1250, 1251, 833, 834, 2600):  # around the per-message split (2500, 1666 elements)
+        starts = sorted(rnd.sample(range(0, top, 1 << 16 if fam == 4 else 1 << 100), 2 * n))
+        ivs = tuple(zip(starts[0::2], [e - 7 for e in starts[1::2]]))
+        cases += [ivs, ivs + ((top - 256, top),)]
+    for ivs in cases:
+        st = SetSpec("s", "r", fam, ivs)
+        want = nft.pack_elements(nft.interval_keys(ivs, fam), fam)
+        assert nft.pack_interval_elements(st.packed, fam) == want
+        assert st.interval_count == len(ivs) == SetSpec("s", "r", fam, packed=st.packed).interval_count
+    assert len(nft.pack_interval_elements(SetSpec("s", "r", fam, cases[-1]).packed, fam)) == (3 if fam == 4 else 4)
+
+
 def test_hand_built_netlink_messages_are_pyroute2s():
     from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg, nftsocket
 

@@ -68,6 +68,13 @@ class SetSpec:
             object.__setattr__(self, "_packed", pack_intervals(self._intervals, self.family))
         return self._packed
 
+    @property
+    def interval_count(self) -> int:
+        """``len(intervals)``, without unpacking them."""
+        if self._packed is not None:
+            return len(self._packed) // (8 if self.family == 4 else 32)
+        return len(self._intervals)
+
     def __setattr__(self, name: str, value) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
 

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import errno
 import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add
 from typing import Dict, List, Optional, Tuple
 
 from .desired import TOP, Desired, RuleSpec, diff_packed
@@ -229,6 +233,9 @@ def _heads(klen: int) -> Tuple[bytes, bytes, bytes]:
 
 
 _HEADS = {4: _heads(4), 6: _heads(16)}
+#: elements per message: as many end elements (the longer kind) as fit in MAX_ELEM_BYTES
+_PER = {f: MAX_ELEM_BYTES // (len(h[1]) + KEY_LEN[f] + len(h[2])) for f, h in _HEADS.items()}
+assert all(p % 2 == 0 for p in _PER.values())  # whole intervals per message
 
 
 def pack_elements(keys: List[Tuple[int, bool]], family: int) -> List[bytes]:
@@ -241,8 +248,50 @@ def pack_elements(keys: List[Tuple[int, bool]], family: int) -> List[bytes]:
     hs, he, fl = _HEADS[family]
     elems = [(he + k.to_bytes(klen, "big") + fl) if end else (hs + k.to_bytes(klen, "big"))
              for k, end in keys]
-    per = MAX_ELEM_BYTES // (len(he) + klen + len(fl))
+    per = _PER[family]
     return [b"".join(elems[i:i + per]) for i in range(0, len(elems), per)]
+
+
+def pack_interval_elements(packed: bytes, family: int) -> List[bytes]:
+    """:func:`pack_elements` of the interval set *packed* (:func:`~.desired.pack_intervals`),
+    built straight from those bytes.
+
+    Each interval is a start element and an end element (the one that reaches
+    the top of the address space only a start), so the records have a fixed
+    layout: a template repeated, the keys written in column by column with
+    slice assignments, no Python work per element. Same bytes, same message split.
+    """
+    klen = KEY_LEN[family]
+    pair = 2 * klen
+    n = len(packed) // pair
+    if not n:
+        return []
+    hs, he, fl = _HEADS[family]
+    top = packed[-klen:] == b"\xff" * klen  # the last interval has no end element
+    m = n - 1 if top else n
+    if family == 4:
+        a = array("I")
+        a.frombytes(packed[:m * pair])
+        if sys.byteorder == "little":
+            a.byteswap()
+        ends = array("I", map(add, a[1::2], repeat(1, m)))
+        if sys.byteorder == "little":
+            ends.byteswap()
+        end_bytes = ends.tobytes()
+    else:
+        end_bytes = b"".join((int.from_bytes(packed[i + klen:i + pair], "big") + 1).to_bytes(klen, "big")
+                             for i in range(0, m * pair, pair))
+    rec = len(hs) + klen + len(he) + klen + len(fl)
+    buf = bytearray((hs + bytes(klen) + he + bytes(klen) + fl) * m)
+    at_start, at_end = len(hs), len(hs) + klen + len(he)
+    for j in range(klen):
+        buf[at_start + j::rec] = packed[j:m * pair:pair]
+        buf[at_end + j::rec] = end_bytes[j::klen]
+    if top:
+        buf += hs + packed[m * pair:m * pair + klen]
+    # a message holds `per` elements: per // 2 whole intervals (per is even, see _PER)
+    step = _PER[family] // 2 * rec
+    return [bytes(buf[i:i + step]) for i in range(0, len(buf), step)]
 
 
 def elem_message(msg_type: int, flags: int, seq: int, table: str, set_name: str,
@@ -523,7 +572,7 @@ class NftBackend:
                  ("NFTA_SET_FLAGS", {"NFT_SET_INTERVAL"}), ("NFTA_SET_KEY_TYPE", KEY_TYPE[st.family]),
                  ("NFTA_SET_KEY_LEN", KEY_LEN[st.family]), ("NFTA_SET_ID", i + 1)])))
             out += self._elem_msgs(NFT_MSG_NEWSETELEM, d.table, name,
-                                   interval_keys(st.intervals, st.family), st.family)
+                                   payloads=pack_interval_elements(st.packed, st.family))
         out.append((f"new chain {d.chain}", encode(
             _pr().nft_chain_msg, NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
             [("NFTA_CHAIN_TABLE", d.table), ("NFTA_CHAIN_NAME", d.chain),
@@ -535,12 +584,14 @@ class NftBackend:
                 f | NLM_F_CREATE | NLM_F_APPEND, s.next_seq(), d.table, d.chain, rule_exprs(r, ids))))
         return out
 
-    def _elem_msgs(self, msg_type, table, name, keys, family):
+    def _elem_msgs(self, msg_type, table, name, keys=None, family=4, payloads=None):
         s = self.sock
+        if payloads is None:
+            payloads = pack_elements(keys, family)
         flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if msg_type == NFT_MSG_NEWSETELEM else 0)
         kind = ("add" if msg_type == NFT_MSG_NEWSETELEM else "delete") + f" elements of set {name}"
         return [(kind, elem_message(msg_type, flags, s.next_seq(), table, name, p))
-                for p in pack_elements(keys, family)]
+                for p in payloads]
 
     def create(self, d: Desired, replace: bool = False, genid: Optional[int] = None) -> None:
         """Create the whole table in one transaction (replacing an existing one if asked)."""
