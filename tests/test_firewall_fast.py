@@ -221,6 +221,40 @@ def test_hand_built_netlink_messages_are_pyroute2s():
     assert nft.parse_genid(bytes(g.data)[:20]) is None
 
 
+class _Seq:
+    seq = 100
+
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
+
+def _create_messages(d, replace):
+    be = nft.NftBackend.__new__(nft.NftBackend)
+    be.sock = _Seq()
+    return be.create_messages(d, replace)
+
+
+def test_create_messages_are_what_pyroute2_encodes(monkeypatch):
+    tw = Allowlist.twilio()
+    states = [desired_state(tw), desired_state(
+        tw, table="t_2", mode="monitor", priority=-300,
+        ports={"media": [PortRange(16384, 32767, "udp"), PortRange(5004, 5004, "udp")]})]
+    for d in states:
+        for replace in (False, True):
+            nft._EXPR_CACHE.clear()
+            mine = _create_messages(d, replace)
+            with monkeypatch.context() as m:
+                m.setattr(nft, "message", nft.message_pyroute2)
+                m.setattr(nft, "_expr_bytes", nft._expr_bytes_pyroute2)
+                ref = _create_messages(d, replace)
+            assert [k for k, _ in mine] == [k for k, _ in ref]
+            for (kind, a), (_, b) in zip(mine, ref):
+                assert a == b, kind
+    assert nft.message(nft.NFT_MSG_GETTABLE, 5, 9, [("NFTA_TABLE_NAME", "x")]) == \
+        nft.message_pyroute2(nft.NFT_MSG_GETTABLE, 5, 9, [("NFTA_TABLE_NAME", "x")])
+
+
 def test_package_exports_are_lazy_and_complete():
     code = textwrap.dedent("""\
         import sys, sipedge
@@ -292,7 +326,7 @@ def test_cli_apply_fast_path_imports_little_and_programs_the_same_state(tmp_path
             return json.loads("\n".join(lines[:-1])), json.loads(lines[-1])
 
         r, info = run(files[0])
-        assert r["action"] == "create" and info == {"rc": 0, "mods": ["pyroute2"]}
+        assert r["action"] == "create" and info == {"rc": 0, "mods": []}
         for snap, action in ((files[0], "none"), (files[1], "sync"), (files[0], "sync")):
             r, info = run(snap)
             assert (r["action"], r["fast"], info) == (action, True, {"rc": 0, "mods": []})

@@ -90,6 +90,65 @@ def _nfgen(msg_type: int, flags: int, seq: int, family: int, res_id: int = 0) ->
     return struct.pack("=IHHIIBB", 20, msg_type, flags, seq, 0, family, 0) + struct.pack(">H", res_id)
 
 
+#: (attribute type, kind) of every attribute sipedge writes, by pyroute2's names
+#: (linux/netfilter/nf_tables.h); integers are big-endian, as nf_tables wants
+_ATTRS = {
+    "NFTA_TABLE_NAME": (1, "str"),
+    "NFTA_SET_TABLE": (1, "str"), "NFTA_SET_NAME": (2, "str"), "NFTA_SET_FLAGS": (3, "u32"),
+    "NFTA_SET_KEY_TYPE": (4, "u32"), "NFTA_SET_KEY_LEN": (5, "u32"), "NFTA_SET_ID": (10, "u32"),
+    "NFTA_CHAIN_TABLE": (1, "str"), "NFTA_CHAIN_NAME": (3, "str"), "NFTA_CHAIN_HOOK": (4, "nest"),
+    "NFTA_HOOK_HOOKNUM": (1, "u32"), "NFTA_HOOK_PRIORITY": (2, "s32"),
+    "NFTA_CHAIN_POLICY": (5, "u32"), "NFTA_CHAIN_TYPE": (7, "str"),
+    "NFTA_EXPR_NAME": (1, "str"), "NFTA_EXPR_DATA": (2, "nest"),
+    "NFTA_META_DREG": (1, "u32"), "NFTA_META_KEY": (2, "u32"),
+    "NFTA_CMP_SREG": (1, "u32"), "NFTA_CMP_OP": (2, "u32"), "NFTA_CMP_DATA": (3, "nest"),
+    "NFTA_DATA_VALUE": (1, "bytes"), "NFTA_DATA_VERDICT": (2, "nest"), "NFTA_VERDICT_CODE": (1, "s32"),
+    "NFTA_PAYLOAD_DREG": (1, "u32"), "NFTA_PAYLOAD_BASE": (2, "u32"),
+    "NFTA_PAYLOAD_OFFSET": (3, "u32"), "NFTA_PAYLOAD_LEN": (4, "u32"),
+    "NFTA_LOOKUP_SET": (1, "str"), "NFTA_LOOKUP_SREG": (2, "u32"), "NFTA_LOOKUP_SET_ID": (4, "u32"),
+    "NFTA_COUNTER_BYTES": (1, "u64"), "NFTA_COUNTER_PACKETS": (2, "u64"),
+    "NFTA_IMMEDIATE_DREG": (1, "u32"), "NFTA_IMMEDIATE_DATA": (2, "nest"),
+}
+_PACK = {"u32": struct.Struct(">I").pack, "s32": struct.Struct(">i").pack,
+         "u64": struct.Struct(">Q").pack}
+#: the classes pyroute2 encodes each message type with (reference: :func:`message_pyroute2`)
+_CLASS = {NFT_MSG_NEWTABLE: "nft_table_msg", NFT_MSG_GETTABLE: "nft_table_msg",
+          NFT_MSG_DELTABLE: "nft_table_msg", NFT_MSG_NEWSET: "nft_set_msg",
+          NFT_MSG_NEWCHAIN: "nft_chain_msg", NFT_MSG_NEWRULE: "nft_rule_msg"}
+
+
+def encode_attrs(attrs: list) -> bytes:
+    """``[(name, value), ...]`` as netlink attributes: what pyroute2 encodes for them."""
+    out = []
+    for name, value in attrs:
+        typ, kind = _ATTRS[name]
+        if kind == "str":
+            payload = value.encode() + b"\0"
+        elif kind == "bytes":
+            payload = bytes(value)
+        elif kind == "nest":
+            payload = encode_attrs(value["attrs"])
+        else:
+            payload = _PACK[kind](value)
+        out.append(_attr(typ, payload))
+    return b"".join(out)
+
+
+def message(msg_type: int, flags: int, seq: int, attrs: list, family: int = NFPROTO_INET) -> bytes:
+    """One nf_tables message built here (no pyroute2 import): byte for byte what
+    :func:`encode` gives with pyroute2's class for *msg_type* (a test checks)."""
+    body = struct.pack("=BBH", family, 0, 0) + encode_attrs(attrs)
+    return struct.pack("=IHHII", 16 + len(body), _t(msg_type), flags, seq, 0) + body
+
+
+def message_pyroute2(msg_type: int, flags: int, seq: int, attrs: list, family: int = NFPROTO_INET) -> bytes:
+    """The same message encoded by pyroute2 (reference, slow to import)."""
+    # pyroute2 takes set flags by name
+    attrs = [(n, {"NFT_SET_INTERVAL"} if n == "NFTA_SET_FLAGS" and v == NFT_SET_INTERVAL else v)
+             for n, v in attrs]
+    return encode(getattr(_pr(), _CLASS[msg_type]), msg_type, flags, seq, attrs, family)
+
+
 def batch_marker(kind: int, seq: int, genid: Optional[int] = None) -> bytes:
     """NFNL_MSG_BATCH_BEGIN / _END for nf_tables: the bytes pyroute2's ``nfgen_msg``
     encodes (a test checks), plus NFNL_BATCH_GENID when *genid* is given."""
@@ -175,16 +234,20 @@ _EXPR_CACHE: Dict[str, Tuple[int, bytes]] = {}
 
 
 def _expr_bytes(expr: dict) -> Tuple[int, bytes]:
-    """(attribute type, payload) of one expression inside NFTA_RULE_EXPRESSIONS, as
-    pyroute2 encodes it; memoized, since a ruleset repeats a handful of expressions."""
+    """(attribute type, payload) of one expression inside NFTA_RULE_EXPRESSIONS:
+    one NFTA_LIST_ELEM; memoized, since a ruleset repeats a handful of expressions."""
     key = repr(expr)
     hit = _EXPR_CACHE.get(key)
     if hit is None:
-        m = encode(_pr().nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
-        off, end = _parse_attrs(m, 20, len(m))[4]  # NFTA_RULE_EXPRESSIONS
-        typ = struct.unpack_from("=H", m, off - 2)[0]
-        hit = _EXPR_CACHE[key] = (typ, m[off:end])
+        hit = _EXPR_CACHE[key] = (4, _attr(1, encode_attrs(expr["attrs"])))
     return hit
+
+
+def _expr_bytes_pyroute2(expr: dict) -> Tuple[int, bytes]:
+    """The same from pyroute2's encoding of a one-expression rule (reference)."""
+    m = encode(_pr().nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
+    off, end = _parse_attrs(m, 20, len(m))[4]  # NFTA_RULE_EXPRESSIONS
+    return struct.unpack_from("=H", m, off - 2)[0], m[off:end]
 
 
 def rule_message(flags: int, seq: int, table: str, chain: str, exprs: list) -> bytes:
@@ -459,8 +522,8 @@ class NftBackend:
     def table_exists(self, table: str) -> bool:
         s = self.sock
         try:
-            s.request(encode(_pr().nft_table_msg, NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK,
-                             s.next_seq(), [("NFTA_TABLE_NAME", table)]), f"read table {table}")
+            s.request(message(NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, s.next_seq(),
+                              [("NFTA_TABLE_NAME", table)]), f"read table {table}")
         except NetlinkError as e:
             if e.code == errno.ENOENT:
                 return False
@@ -559,22 +622,22 @@ class NftBackend:
         f = NLM_F_REQUEST | NLM_F_ACK
         out: List[Tuple[str, bytes]] = []
         if replace:
-            out.append(("delete table", encode(_pr().nft_table_msg, NFT_MSG_DELTABLE, f, s.next_seq(),
-                                               [("NFTA_TABLE_NAME", d.table)])))
-        out.append(("new table", encode(_pr().nft_table_msg, NFT_MSG_NEWTABLE, f | NLM_F_CREATE | NLM_F_EXCL,
-                                        s.next_seq(), [("NFTA_TABLE_NAME", d.table)])))
+            out.append(("delete table", message(NFT_MSG_DELTABLE, f, s.next_seq(),
+                                                [("NFTA_TABLE_NAME", d.table)])))
+        out.append(("new table", message(NFT_MSG_NEWTABLE, f | NLM_F_CREATE | NLM_F_EXCL,
+                                         s.next_seq(), [("NFTA_TABLE_NAME", d.table)])))
         ids = {}
         for i, (name, st) in enumerate(d.sets.items()):
             ids[name] = i + 1
-            out.append((f"new set {name}", encode(
-                _pr().nft_set_msg, NFT_MSG_NEWSET, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
+            out.append((f"new set {name}", message(
+                NFT_MSG_NEWSET, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
                 [("NFTA_SET_TABLE", d.table), ("NFTA_SET_NAME", name),
-                 ("NFTA_SET_FLAGS", {"NFT_SET_INTERVAL"}), ("NFTA_SET_KEY_TYPE", KEY_TYPE[st.family]),
+                 ("NFTA_SET_FLAGS", NFT_SET_INTERVAL), ("NFTA_SET_KEY_TYPE", KEY_TYPE[st.family]),
                  ("NFTA_SET_KEY_LEN", KEY_LEN[st.family]), ("NFTA_SET_ID", i + 1)])))
             out += self._elem_msgs(NFT_MSG_NEWSETELEM, d.table, name,
                                    payloads=pack_interval_elements(st.packed, st.family))
-        out.append((f"new chain {d.chain}", encode(
-            _pr().nft_chain_msg, NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
+        out.append((f"new chain {d.chain}", message(
+            NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
             [("NFTA_CHAIN_TABLE", d.table), ("NFTA_CHAIN_NAME", d.chain),
              ("NFTA_CHAIN_HOOK", {"attrs": [("NFTA_HOOK_HOOKNUM", NF_INET_LOCAL_IN),
                                             ("NFTA_HOOK_PRIORITY", d.priority)]}),
@@ -627,9 +690,8 @@ class NftBackend:
         if not self.table_exists(table):
             return False
         s = self.sock
-        self._batch([("delete table", encode(_pr().nft_table_msg, NFT_MSG_DELTABLE,
-                                             NLM_F_REQUEST | NLM_F_ACK, s.next_seq(),
-                                             [("NFTA_TABLE_NAME", table)]))])
+        self._batch([("delete table", message(NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK,
+                                              s.next_seq(), [("NFTA_TABLE_NAME", table)]))])
         return True
 
 
