@@ -1,12 +1,15 @@
 """nftables backend over netlink: one batch transaction per change.
 
-The table, its interval sets, the base chain and its rules are encoded with
-pyroute2's nf_tables message classes (``nft_table_msg``, ``nft_set_msg``,
-``nft_chain_msg``, ``nft_rule_msg``); set elements, which may number in the
-hundreds of thousands, are packed by :func:`pack_elements` into the same
-bytes pyroute2's ``nft_set_elem_list_msg`` produces (a test checks they are
-identical). Every change is one ``NFNL_MSG_BATCH_BEGIN ... BATCH_END`` batch
-sent in one ``sendmsg``: the kernel applies all of it or none.
+Every message sipedge sends is built here, byte for byte what pyroute2's
+nf_tables message classes (``nft_table_msg``, ``nft_set_msg``,
+``nft_chain_msg``, ``nft_rule_msg``, ``nft_set_elem_list_msg``) encode for the
+same attributes (tests compare them); set elements, which may number in the
+hundreds of thousands, are packed straight from the packed intervals
+(:func:`pack_interval_elements`). pyroute2 (~0.1 s to import) is used only to
+decode what the kernel answers when sipedge must read the live table: an
+apply whose snapshot is current, a first apply and a remove never import it.
+Every change is one ``NFNL_MSG_BATCH_BEGIN ... BATCH_END`` batch sent in one
+``sendmsg``: the kernel applies all of it or none.
 
 * first apply: table + sets + elements + chain + rules in one transaction;
 * later syncs: only the set elements that differ (deletes and adds in one
@@ -31,7 +34,7 @@ from .nl import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                  NLM_F_REQUEST, NetlinkError, NfSocket)
 
 # nf_tables numbers (linux/netfilter/nf_tables.h, nfnetlink.h); a test checks them
-# against pyroute2's, which is imported only when a message class is needed (~0.1 s)
+# against pyroute2's, which is imported only to decode the live table
 NFNL_SUBSYS_NFTABLES = 10
 NFPROTO_INET = 1
 (NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN,
@@ -62,8 +65,8 @@ _MSG_NAMES = {NFT_MSG_NEWTABLE: "new table", NFT_MSG_DELTABLE: "delete table",
 
 
 def _pr():
-    """pyroute2's nf_tables message classes, imported on first use: a sync whose
-    snapshot is current builds every message itself and never needs them."""
+    """pyroute2's nf_tables message classes, imported on first use (decoding the
+    live table, reference encodings)."""
     from pyroute2.netlink.nfnetlink import nftsocket
 
     return nftsocket
