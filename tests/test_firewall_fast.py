@@ -122,6 +122,14 @@ def test_desired_state_equals_the_networks_path(tmp_path):
     assert d.sets["rtp_v4"].intervals == ((0xC0000200, 0xC0000300), (0xC6336400, 0xC6336580))
     assert d.sets["rtp_v4"].prefix_count == 3  # 192.0.2.0/24, 198.51.100.0/24, 198.51.101.0/25
 
+    sp = al.spans("rtp", 4)
+    assert (sp.starts, sp.ends, sp.count) == ([0xC0000200, 0xC6336400], [0xC0000300, 0xC6336580], 3)
+    sp.starts.clear()  # the caller's copy: the allowlist's sets stay intact
+    assert al.spans("rtp", 4).starts == [0xC0000200, 0xC6336400]
+    assert al.spans("nobody", 6) == ([], [], 0) and al.packed_spans("nobody", 4) == (b"", 0)
+    with pytest.raises(ValueError, match="IP version 5"):
+        al.spans("rtp", 5)
+
     snap = tmp_path / "a.snap"
     al.save_snapshot(str(snap))
     back = Allowlist.load(str(snap))

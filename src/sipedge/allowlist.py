@@ -674,7 +674,7 @@ class Allowlist:
             raise ValueError(f"IP version {version!r}: use 4 or 6")
         cache = self.__dict__.get("_spans")
         if cache is None:
-            cache = self.__dict__["_spans"] = {}
+            cache = {}  # published whole, below: another thread never sees it half filled
             stored = self.__dict__.get("_packed_spans")
             if stored is not None:  # from a snapshot: {role: (packed4, n4, packed6, n6)}
                 for r, (p4, n4, p6, n6) in stored.items():
@@ -686,10 +686,12 @@ class Allowlist:
                 except KeyError:  # a range of a role without ports: never made by the loaders
                     roles += sorted({m.role for m in self._table.values} - set(roles))
                     cache.update(_role_spans_all(self._table, roles))
+            self.__dict__["_spans"] = cache
         got = cache.get(role)
         if got is None:
             return _Spans([], [], 0)
-        return got[0] if version == 4 else got[1]
+        sp = got[0] if version == 4 else got[1]
+        return _Spans(list(sp.starts), list(sp.ends), sp.count)  # copies: the cache stays intact
 
     def packed_spans(self, role: str, version: int) -> tuple[bytes, int]:
         """:meth:`spans` as ``(bytes, count)``: big-endian (first, last) address pairs,
