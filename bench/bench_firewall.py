@@ -13,11 +13,25 @@ Each group puts sipedge and its peer side by side in the same run:
                   round: nft 1.0.6 takes minutes), and `nft -f` reloading the whole
                   table (delete + create in one file: a flush-and-refill)
   ipset-100k      the ipset backend vs `ipset restore` of the same sets
-  compile-100k    building the desired state from the allowlist (sipedge only; the
-                  peer's equivalent is inside its `nft -f` parse)
-sipedge's figures include the lock, the snapshot write and reading the
-kernel's generation id: everything `sipedge firewall apply` does after it
-has compiled the allowlist. The peers' figures include starting the tool.
+  compile-100k    building the desired state from the allowlist's prefix table
+                  (sipedge only; the peer's equivalent is inside its `nft -f` parse;
+                  a compiled snapshot stores the result, see the cli groups)
+sipedge's figures in these groups include the lock, the snapshot write and
+reading the kernel's generation id: everything `sipedge firewall apply` does
+after it has compiled the allowlist. The peers' figures include starting the tool.
+
+End to end, the whole command as a systemd timer runs it (a new Python process:
+start-up, imports, loading the compiled allowlist snapshot, desired state,
+netlink), beside `nft -f` of the same ruleset:
+  cli-100k-create    `python -m sipedge firewall apply --allowlist big.snap` on an
+                     empty namespace (big.snap: the 100k allowlist above, compiled
+                     with `sipedge allowlist --file big.toml --snapshot big.snap`)
+  cli-100k-sync-1pct the same command alternating between big.snap and big2.snap
+                     (1% replaced); peer: `nft -f` reloading the whole table
+  cli-100k-nochange  the same command again with nothing to change; peer: the
+                     same `nft -f` reload (nft has no "only if different")
+The CLI runs with a bytecode cache (PYTHONPYCACHEPREFIX in the temporary
+directory, filled by the warm-up round) as an installed package has one.
 """
 from __future__ import annotations
 
@@ -34,7 +48,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from netns import Netns  # noqa: E402
 
-from sipedge.allowlist import Allowlist, Entry  # noqa: E402
+from sipedge.allowlist import ALL_EDGES, Allowlist, Entry  # noqa: E402
 from sipedge.firewall import nft, nsutil, ops  # noqa: E402
 from sipedge.firewall.desired import desired_state, interval_text  # noqa: E402
 from sipedge.firewall.ipset import cidrs, set_name  # noqa: E402
@@ -250,5 +264,124 @@ def test_ipset_restore_100k(benchmark, states, ns, tmp_path):
 @pytest.mark.benchmark(group="compile-100k")
 def test_sipedge_compile_100k(benchmark):
     al = _allowlist(BIG)
-    d = benchmark.pedantic(lambda: desired_state(al), rounds=2)
+
+    def fresh():  # the allowlist keeps its sets once computed: every round computes them again
+        al.__dict__.pop("_spans", None)
+
+    d = benchmark.pedantic(lambda: desired_state(al), setup=fresh, rounds=3)
     assert d.prefix_count > N_BIG // 2
+
+
+# -- end to end: the CLI in a new process ---------------------------------------------------
+SRC = os.path.join(HERE, "..", "src")
+
+
+def _toml(al: Allowlist) -> str:
+    """*al* as an allowlist file (roles, then one [[ranges]] per role and edge)."""
+    q = lambda xs: ", ".join(f'"{x}"' for x in xs)  # noqa: E731
+    out = ['[dataset]\nname = "bench"\nversion = "1"\n']
+    for role, prs in al.ports.items():
+        carrier = al.carriers.get(role, "")
+        out.append(f"[roles.{role}]\nports = [{q(map(str, prs))}]\n"
+                   + (f'carrier = "{carrier}"\n' if carrier else ""))
+    groups: dict = {}
+    for e in al:
+        groups.setdefault((e.role, e.edge), []).append(str(e.network))
+    for (role, edge), nets in groups.items():
+        out.append(f'[[ranges]]\nrole = "{role}"\nedge = "{edge or ALL_EDGES}"\n'
+                   f"prefixes = [{q(nets)}]\n")
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    """big.snap / big2.snap compiled by the CLI from TOML, their `nft -f` files, the env."""
+    d = tmp_path_factory.mktemp("cli")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=str(d / "pycache"))
+    if not os.environ.get("SIPEDGE_TEST_INSTALLED"):
+        env["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    files = {}
+    # BIG2 may list a network twice, which a file may not: once each
+    for name, media in (("big", BIG), ("big2", list(dict.fromkeys(BIG2)))):
+        al = _allowlist(media)
+        (d / f"{name}.toml").write_text(_toml(al))
+        subprocess.run([sys.executable, "-m", "sipedge", "allowlist", "--file", str(d / f"{name}.toml"),
+                        "--snapshot", str(d / f"{name}.snap")], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        nft_text = render_desired(desired_state(al))
+        (d / f"{name}.nft").write_text(nft_text)
+        (d / f"{name}.reload.nft").write_text("delete table inet sipedge\n" + nft_text)
+        files[name] = d / name
+    return env, files
+
+
+def _cli(ns, tmp_path, env, snap) -> str:
+    out = subprocess.run([sys.executable, "-m", "sipedge", "firewall", "apply", "--allowlist", str(snap),
+                          "--netns", ns.name, "--lock-file", str(tmp_path / "lock"),
+                          "--state-dir", str(tmp_path / "st")],
+                         env=env, check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+@pytest.mark.benchmark(group="cli-100k-create")
+def test_cli_apply_100k(benchmark, cli_env, ns, tmp_path):
+    env, f = cli_env
+    out = benchmark.pedantic(lambda: _cli(ns, tmp_path, env, f"{f['big']}.snap"),
+                             setup=lambda: _reset(ns, tmp_path), rounds=3, warmup_rounds=1)
+    assert out.startswith("applied (create)")
+
+
+@pytest.mark.benchmark(group="cli-100k-create")
+def test_cli_nft_f_100k(benchmark, cli_env, ns, tmp_path):
+    _, f = cli_env
+    benchmark.pedantic(lambda: _run_in(ns, "nft", "-f", f"{f['big']}.nft"),
+                       setup=lambda: _reset(ns, tmp_path), rounds=3)
+
+
+@pytest.mark.benchmark(group="cli-100k-sync-1pct")
+def test_cli_sync_1pct(benchmark, cli_env, ns, tmp_path):
+    env, f = cli_env
+    _reset(ns, tmp_path)
+    _cli(ns, tmp_path, env, f"{f['big']}.snap")
+    flip = [f"{f['big2']}.snap", f"{f['big']}.snap"]
+
+    def run():
+        p = flip[0]
+        flip.reverse()
+        return _cli(ns, tmp_path, env, p)
+
+    out = benchmark.pedantic(run, rounds=6, warmup_rounds=1)
+    assert out.startswith("applied (sync)")
+
+
+@pytest.mark.benchmark(group="cli-100k-sync-1pct")
+def test_cli_nft_f_reload_1pct(benchmark, cli_env, ns, tmp_path):
+    _, f = cli_env
+    _reset(ns, tmp_path)
+    _run_in(ns, "nft", "-f", f"{f['big']}.nft")
+    flip = [f"{f['big2']}.reload.nft", f"{f['big']}.reload.nft"]
+
+    def run():
+        p = flip[0]
+        flip.reverse()
+        _run_in(ns, "nft", "-f", p)
+
+    benchmark.pedantic(run, rounds=4)
+
+
+@pytest.mark.benchmark(group="cli-100k-nochange")
+def test_cli_nochange(benchmark, cli_env, ns, tmp_path):
+    env, f = cli_env
+    _reset(ns, tmp_path)
+    _cli(ns, tmp_path, env, f"{f['big']}.snap")
+    out = benchmark.pedantic(lambda: _cli(ns, tmp_path, env, f"{f['big']}.snap"), rounds=6,
+                             warmup_rounds=1)
+    assert out.startswith("no change")
+
+
+@pytest.mark.benchmark(group="cli-100k-nochange")
+def test_cli_nft_f_reload_nochange(benchmark, cli_env, ns, tmp_path):
+    _, f = cli_env
+    _reset(ns, tmp_path)
+    _run_in(ns, "nft", "-f", f"{f['big']}.nft")
+    benchmark.pedantic(lambda: _run_in(ns, "nft", "-f", f"{f['big']}.reload.nft"), rounds=4)

@@ -7,8 +7,6 @@ program the firewall (nftables or ipset through netlink). The hot paths are C
 ``SIPEDGE_NO_EXTENSIONS=1`` (see :func:`implementation`).
 """
 from ._impl import implementation
-from .allowlist import Allowlist, Entry, Match, PortRange
-from .overrides import Overrides
 from ._version import __version__
 from .errors import (
     AddressError,
@@ -23,15 +21,18 @@ from .errors import (
     OverrideError,
     SnapshotError,
 )
-from .select import (
-    Attempt,
-    Target,
-    TargetSet,
-    should_failover,
-    termination_order,
-)
-from .catalog import termination_host
-from .uri import OriginationURI, parse_uri
+
+# The other exports are imported on first use (PEP 562), so a command such as
+# `sipedge firewall apply` loads neither the selection nor the classifier.
+_LAZY = {
+    "Allowlist": "allowlist", "Entry": "allowlist", "Match": "allowlist", "PortRange": "allowlist",
+    "Overrides": "overrides",
+    "Attempt": "select", "Target": "select", "TargetSet": "select", "should_failover": "select",
+    "termination_order": "select",
+    "termination_host": "catalog",
+    "OriginationURI": "uri", "parse_uri": "uri",
+    "Classifier": "classify", "Verdict": "classify",
+}
 
 __all__ = [
     "__version__",
@@ -62,6 +63,25 @@ __all__ = [
     "Overrides",
 ]
 
-from .classify import Classifier, Verdict  # noqa: E402
-
 __all__ += ["Classifier", "Verdict"]
+
+
+def __getattr__(name: str):
+    from importlib import import_module
+
+    mod = _LAZY.get(name)
+    if mod is None:
+        # a submodule (``sipedge.classify``), as the eager imports used to provide
+        try:
+            return import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

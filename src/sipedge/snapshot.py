@@ -2,7 +2,9 @@
 
 A snapshot is the allowlist after parsing, validation and flattening, stored
 with msgpack: the flattened range arrays go straight into the prefix table and
-``entries`` are rebuilt only when asked for. The file starts with
+``entries`` are rebuilt only when asked for; the firewall sets of every role
+(:meth:`~sipedge.allowlist.Allowlist.packed_spans`) are stored ready to diff,
+so ``sipedge firewall apply`` computes nothing. The file starts with
 :data:`MAGIC`, then one msgpack map::
 
     format      snapshot format number (FORMAT)
@@ -73,6 +75,8 @@ def dumps(al, source: Optional[str] = None) -> bytes:
         "value_edge": [edge_ix[m.edge] for m in values],
         "value_prefix": [m.prefix for m in values],
         "ranges": list(table.dump()),
+        # the firewall's sets, computed once here: {role: [packed4, count4, packed6, count6]}
+        "spans": {r: [x for v in (4, 6) for x in al.packed_spans(r, v)] for r in roles},
     }
     body_bytes = msgpack.packb(body, use_bin_type=True)
     src = None
@@ -139,6 +143,15 @@ def _swap(b: bytes, code: str) -> bytes:
     return a.tobytes()
 
 
+def _check_spans(role, v) -> tuple:
+    """(packed4, count4, packed6, count6) of one role, checked for shape."""
+    p4, n4, p6, n6 = v
+    if not (type(p4) is bytes and type(p6) is bytes and len(p4) % 8 == 0 and len(p6) % 32 == 0
+            and type(n4) is int and type(n6) is int and n4 >= len(p4) // 8 and n6 >= len(p6) // 32):
+        raise ValueError(f"bad firewall spans of role {role!r}")
+    return p4, n4, p6, n6
+
+
 def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
     """The allowlist in snapshot bytes *data* (see :func:`load`)."""
     import msgpack
@@ -197,6 +210,11 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
                  for r, ps in body["ports"].items()}
         meta = body["meta"]
         carriers = body["carriers"]
+        spans = body.get("spans")  # absent from older snapshots: computed when asked
+        if spans is not None:
+            spans = {r: _check_spans(r, v) for r, v in spans.items()}
+            if set(spans) != set(ports):
+                raise ValueError("firewall spans and roles differ")
     except SnapshotError:
         raise
     except Exception as e:
@@ -204,6 +222,6 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
     finally:
         if gc_was_on:
             gc.enable()
-    al = Allowlist._from_table(table, ports, meta, carriers)
+    al = Allowlist._from_table(table, ports, meta, carriers, spans)
     al.meta["snapshot"] = path
     return al

@@ -12,10 +12,9 @@ Set contents are kept as sorted, merged, half-open integer intervals
 """
 from __future__ import annotations
 
-import functools
 import ipaddress
 import struct
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Iterable, Optional, Sequence
 
 from .. import _impl
@@ -31,18 +30,71 @@ DEFAULT_CHAIN = "input"
 DEFAULT_PRIORITY = -10
 
 
-@dataclass(frozen=True)
 class SetSpec:
-    name: str
-    role: str
-    family: int  # 4 | 6
-    intervals: tuple  # ((start, end_exclusive), ...) sorted, merged
-    prefix_count: int = 0  # collapsed prefixes of the allowlist behind the intervals
+    """One interval set: its name, role, family (4 | 6), contents and prefix count.
 
-    @functools.cached_property
+    The contents are sorted, merged half-open intervals ``((start, end), ...)``
+    (``intervals``) or the same as bytes (``packed``, see :func:`pack_intervals`).
+    Either may be given; the other is computed once, on first use, so a sync,
+    which diffs the packed forms, never builds 100,000 interval tuples.
+    Immutable, and equal when name, role, family, contents and count are.
+    """
+
+    __slots__ = ("name", "role", "family", "prefix_count", "_intervals", "_packed")
+
+    def __init__(self, name: str, role: str, family: int, intervals: Optional[tuple] = None,
+                 prefix_count: int = 0, *, packed: Optional[bytes] = None) -> None:
+        if intervals is None and packed is None:
+            intervals = ()
+        put = object.__setattr__
+        put(self, "name", name)
+        put(self, "role", role)
+        put(self, "family", family)
+        put(self, "prefix_count", prefix_count)  # collapsed allowlist prefixes behind the set
+        put(self, "_intervals", None if intervals is None else tuple(intervals))
+        put(self, "_packed", packed)
+
+    @property
+    def intervals(self) -> tuple:
+        """((start, end_exclusive), ...) sorted, merged."""
+        if self._intervals is None:
+            object.__setattr__(self, "_intervals", unpack_intervals(self._packed, self.family))
+        return self._intervals
+
+    @property
     def packed(self) -> bytes:
         """The intervals as bytes (see :func:`pack_intervals`), computed once."""
-        return pack_intervals(self.intervals, self.family)
+        if self._packed is None:
+            object.__setattr__(self, "_packed", pack_intervals(self._intervals, self.family))
+        return self._packed
+
+    @property
+    def interval_count(self) -> int:
+        """``len(intervals)``, without unpacking them."""
+        if self._packed is not None:
+            return len(self._packed) // (8 if self.family == 4 else 32)
+        return len(self._intervals)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple:
+        return (self.name, self.role, self.family, self.packed, self.prefix_count)
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"SetSpec(name={self.name!r}, role={self.role!r}, family={self.family!r}, "
+                f"intervals={self.intervals!r}, prefix_count={self.prefix_count!r})")
 
 
 @dataclass(frozen=True)
@@ -166,11 +218,12 @@ def desired_state(al: Allowlist, table: str = DEFAULT_TABLE, mode: str = "enforc
         role_ports[role] = list(prs)
     d = Desired(table=table, chain=chain, priority=priority, mode=mode)
     for role in al.roles:
-        nets = al.networks(role)
         for fam in (4, 6):
             name = f"{role}_v{fam}"
-            d.sets[name] = SetSpec(name, role, fam, merge_networks(nets, fam),
-                                   sum(1 for n in nets if n.version == fam))
+            # = merge_networks(al.networks(role), fam), computed on integers (or read
+            # from a compiled snapshot) and already packed
+            packed, count = al.packed_spans(role, fam)
+            d.sets[name] = SetSpec(name, role, fam, None, count, packed=packed)
     for role in al.roles:
         for pr in _dedup(role_ports[role]):
             for fam in (4, 6):

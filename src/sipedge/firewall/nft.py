@@ -1,12 +1,15 @@
 """nftables backend over netlink: one batch transaction per change.
 
-The table, its interval sets, the base chain and its rules are encoded with
-pyroute2's nf_tables message classes (``nft_table_msg``, ``nft_set_msg``,
-``nft_chain_msg``, ``nft_rule_msg``); set elements, which may number in the
-hundreds of thousands, are packed by :func:`pack_elements` into the same
-bytes pyroute2's ``nft_set_elem_list_msg`` produces (a test checks they are
-identical). Every change is one ``NFNL_MSG_BATCH_BEGIN ... BATCH_END`` batch
-sent in one ``sendmsg``: the kernel applies all of it or none.
+Every message sipedge sends is built here, byte for byte what pyroute2's
+nf_tables message classes (``nft_table_msg``, ``nft_set_msg``,
+``nft_chain_msg``, ``nft_rule_msg``, ``nft_set_elem_list_msg``) encode for the
+same attributes (tests compare them); set elements, which may number in the
+hundreds of thousands, are packed straight from the packed intervals
+(:func:`pack_interval_elements`). pyroute2 (~0.1 s to import) is used only to
+decode what the kernel answers when sipedge must read the live table: an
+apply whose snapshot is current, a first apply and a remove never import it.
+Every change is one ``NFNL_MSG_BATCH_BEGIN ... BATCH_END`` batch sent in one
+``sendmsg``: the kernel applies all of it or none.
 
 * first apply: table + sets + elements + chain + rules in one transaction;
 * later syncs: only the set elements that differ (deletes and adds in one
@@ -19,20 +22,26 @@ from __future__ import annotations
 
 import errno
 import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add
 from typing import Dict, List, Optional, Tuple
-
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
-from pyroute2.netlink.nfnetlink.nftsocket import (
-    NFPROTO_INET, NFT_MSG_DELSETELEM, NFT_MSG_DELTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETGEN,
-    NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM, NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN,
-    NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE, nft_chain_msg,
-    nft_gen_msg, nft_rule_msg, nft_set_elem_list_msg, nft_set_msg, nft_table_msg)
 
 from .desired import TOP, Desired, RuleSpec, diff_packed
 from .nl import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                  NLM_F_REQUEST, NetlinkError, NfSocket)
 
+# nf_tables numbers (linux/netfilter/nf_tables.h, nfnetlink.h); a test checks them
+# against pyroute2's, which is imported only to decode the live table
+NFNL_SUBSYS_NFTABLES = 10
+NFPROTO_INET = 1
+(NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN,
+ NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE, NFT_MSG_NEWSET, NFT_MSG_GETSET,
+ NFT_MSG_DELSET, NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN,
+ NFT_MSG_GETGEN) = range(17)
+NFTA_GEN_ID = 1
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
 NFNL_BATCH_GENID = 1
@@ -55,6 +64,14 @@ _MSG_NAMES = {NFT_MSG_NEWTABLE: "new table", NFT_MSG_DELTABLE: "delete table",
               NFT_MSG_NEWRULE: "new rule"}
 
 
+def _pr():
+    """pyroute2's nf_tables message classes, imported on first use (decoding the
+    live table, reference encodings)."""
+    from pyroute2.netlink.nfnetlink import nftsocket
+
+    return nftsocket
+
+
 def _t(msg_type: int) -> int:
     return (NFNL_SUBSYS_NFTABLES << 8) | msg_type
 
@@ -71,19 +88,91 @@ def encode(cls, msg_type: int, flags: int, seq: int, attrs: list, family: int = 
     return bytes(m.data)
 
 
+def _nfgen(msg_type: int, flags: int, seq: int, family: int, res_id: int = 0) -> bytes:
+    """A netlink header and ``struct nfgenmsg`` (version 0, *res_id* big-endian), no attributes."""
+    return struct.pack("=IHHIIBB", 20, msg_type, flags, seq, 0, family, 0) + struct.pack(">H", res_id)
+
+
+#: (attribute type, kind) of every attribute sipedge writes, by pyroute2's names
+#: (linux/netfilter/nf_tables.h); integers are big-endian, as nf_tables wants
+_ATTRS = {
+    "NFTA_TABLE_NAME": (1, "str"),
+    "NFTA_SET_TABLE": (1, "str"), "NFTA_SET_NAME": (2, "str"), "NFTA_SET_FLAGS": (3, "u32"),
+    "NFTA_SET_KEY_TYPE": (4, "u32"), "NFTA_SET_KEY_LEN": (5, "u32"), "NFTA_SET_ID": (10, "u32"),
+    "NFTA_CHAIN_TABLE": (1, "str"), "NFTA_CHAIN_NAME": (3, "str"), "NFTA_CHAIN_HOOK": (4, "nest"),
+    "NFTA_HOOK_HOOKNUM": (1, "u32"), "NFTA_HOOK_PRIORITY": (2, "s32"),
+    "NFTA_CHAIN_POLICY": (5, "u32"), "NFTA_CHAIN_TYPE": (7, "str"),
+    "NFTA_EXPR_NAME": (1, "str"), "NFTA_EXPR_DATA": (2, "nest"),
+    "NFTA_META_DREG": (1, "u32"), "NFTA_META_KEY": (2, "u32"),
+    "NFTA_CMP_SREG": (1, "u32"), "NFTA_CMP_OP": (2, "u32"), "NFTA_CMP_DATA": (3, "nest"),
+    "NFTA_DATA_VALUE": (1, "bytes"), "NFTA_DATA_VERDICT": (2, "nest"), "NFTA_VERDICT_CODE": (1, "s32"),
+    "NFTA_PAYLOAD_DREG": (1, "u32"), "NFTA_PAYLOAD_BASE": (2, "u32"),
+    "NFTA_PAYLOAD_OFFSET": (3, "u32"), "NFTA_PAYLOAD_LEN": (4, "u32"),
+    "NFTA_LOOKUP_SET": (1, "str"), "NFTA_LOOKUP_SREG": (2, "u32"), "NFTA_LOOKUP_SET_ID": (4, "u32"),
+    "NFTA_COUNTER_BYTES": (1, "u64"), "NFTA_COUNTER_PACKETS": (2, "u64"),
+    "NFTA_IMMEDIATE_DREG": (1, "u32"), "NFTA_IMMEDIATE_DATA": (2, "nest"),
+}
+_PACK = {"u32": struct.Struct(">I").pack, "s32": struct.Struct(">i").pack,
+         "u64": struct.Struct(">Q").pack}
+#: the classes pyroute2 encodes each message type with (reference: :func:`message_pyroute2`)
+_CLASS = {NFT_MSG_NEWTABLE: "nft_table_msg", NFT_MSG_GETTABLE: "nft_table_msg",
+          NFT_MSG_DELTABLE: "nft_table_msg", NFT_MSG_NEWSET: "nft_set_msg",
+          NFT_MSG_NEWCHAIN: "nft_chain_msg", NFT_MSG_NEWRULE: "nft_rule_msg"}
+
+
+def encode_attrs(attrs: list) -> bytes:
+    """``[(name, value), ...]`` as netlink attributes: what pyroute2 encodes for them."""
+    out = []
+    for name, value in attrs:
+        typ, kind = _ATTRS[name]
+        if kind == "str":
+            payload = value.encode() + b"\0"
+        elif kind == "bytes":
+            payload = bytes(value)
+        elif kind == "nest":
+            payload = encode_attrs(value["attrs"])
+        else:
+            payload = _PACK[kind](value)
+        out.append(_attr(typ, payload))
+    return b"".join(out)
+
+
+def message(msg_type: int, flags: int, seq: int, attrs: list, family: int = NFPROTO_INET) -> bytes:
+    """One nf_tables message built here (no pyroute2 import): byte for byte what
+    :func:`encode` gives with pyroute2's class for *msg_type* (a test checks)."""
+    body = struct.pack("=BBH", family, 0, 0) + encode_attrs(attrs)
+    return struct.pack("=IHHII", 16 + len(body), _t(msg_type), flags, seq, 0) + body
+
+
+def message_pyroute2(msg_type: int, flags: int, seq: int, attrs: list, family: int = NFPROTO_INET) -> bytes:
+    """The same message encoded by pyroute2 (reference, slow to import)."""
+    # pyroute2 takes set flags by name
+    attrs = [(n, {"NFT_SET_INTERVAL"} if n == "NFTA_SET_FLAGS" and v == NFT_SET_INTERVAL else v)
+             for n, v in attrs]
+    return encode(getattr(_pr(), _CLASS[msg_type]), msg_type, flags, seq, attrs, family)
+
+
 def batch_marker(kind: int, seq: int, genid: Optional[int] = None) -> bytes:
-    m = nfgen_msg()
-    m["header"]["type"] = kind
-    m["header"]["flags"] = NLM_F_REQUEST
-    m["header"]["sequence_number"] = seq
-    m["nfgen_family"] = 0
-    m["res_id"] = NFNL_SUBSYS_NFTABLES
-    m.encode()
-    data = bytes(m.data)
+    """NFNL_MSG_BATCH_BEGIN / _END for nf_tables: the bytes pyroute2's ``nfgen_msg``
+    encodes (a test checks), plus NFNL_BATCH_GENID when *genid* is given."""
+    data = _nfgen(kind, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES)
     if genid is not None:  # the kernel refuses the batch if the ruleset changed since
         data += struct.pack("=HH", 8, NFNL_BATCH_GENID) + struct.pack(">I", genid)
         data = struct.pack("=I", len(data)) + data[4:]
     return data
+
+
+def genid_request(seq: int) -> bytes:
+    """NFT_MSG_GETGEN: what pyroute2's ``nft_gen_msg`` encodes without attributes."""
+    return _nfgen(_t(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0)
+
+
+def parse_genid(msg: bytes) -> Optional[int]:
+    """NFTA_GEN_ID of a NEWGEN answer, or None when it carries none."""
+    a = _parse_attrs(msg, 20, len(msg)).get(NFTA_GEN_ID)
+    if a is None or a[1] - a[0] < 4:
+        return None
+    return struct.unpack_from(">I", msg, a[0])[0]
 
 
 # -- expressions -----------------------------------------------------------------------
@@ -148,16 +237,20 @@ _EXPR_CACHE: Dict[str, Tuple[int, bytes]] = {}
 
 
 def _expr_bytes(expr: dict) -> Tuple[int, bytes]:
-    """(attribute type, payload) of one expression inside NFTA_RULE_EXPRESSIONS, as
-    pyroute2 encodes it; memoized, since a ruleset repeats a handful of expressions."""
+    """(attribute type, payload) of one expression inside NFTA_RULE_EXPRESSIONS:
+    one NFTA_LIST_ELEM; memoized, since a ruleset repeats a handful of expressions."""
     key = repr(expr)
     hit = _EXPR_CACHE.get(key)
     if hit is None:
-        m = encode(nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
-        off, end = _parse_attrs(m, 20, len(m))[4]  # NFTA_RULE_EXPRESSIONS
-        typ = struct.unpack_from("=H", m, off - 2)[0]
-        hit = _EXPR_CACHE[key] = (typ, m[off:end])
+        hit = _EXPR_CACHE[key] = (4, _attr(1, encode_attrs(expr["attrs"])))
     return hit
+
+
+def _expr_bytes_pyroute2(expr: dict) -> Tuple[int, bytes]:
+    """The same from pyroute2's encoding of a one-expression rule (reference)."""
+    m = encode(_pr().nft_rule_msg, NFT_MSG_NEWRULE, 0, 0, [("NFTA_RULE_EXPRESSIONS", [expr])])
+    off, end = _parse_attrs(m, 20, len(m))[4]  # NFTA_RULE_EXPRESSIONS
+    return struct.unpack_from("=H", m, off - 2)[0], m[off:end]
 
 
 def rule_message(flags: int, seq: int, table: str, chain: str, exprs: list) -> bytes:
@@ -206,6 +299,9 @@ def _heads(klen: int) -> Tuple[bytes, bytes, bytes]:
 
 
 _HEADS = {4: _heads(4), 6: _heads(16)}
+#: elements per message: as many end elements (the longer kind) as fit in MAX_ELEM_BYTES
+_PER = {f: MAX_ELEM_BYTES // (len(h[1]) + KEY_LEN[f] + len(h[2])) for f, h in _HEADS.items()}
+assert all(p % 2 == 0 for p in _PER.values())  # whole intervals per message
 
 
 def pack_elements(keys: List[Tuple[int, bool]], family: int) -> List[bytes]:
@@ -218,8 +314,50 @@ def pack_elements(keys: List[Tuple[int, bool]], family: int) -> List[bytes]:
     hs, he, fl = _HEADS[family]
     elems = [(he + k.to_bytes(klen, "big") + fl) if end else (hs + k.to_bytes(klen, "big"))
              for k, end in keys]
-    per = MAX_ELEM_BYTES // (len(he) + klen + len(fl))
+    per = _PER[family]
     return [b"".join(elems[i:i + per]) for i in range(0, len(elems), per)]
+
+
+def pack_interval_elements(packed: bytes, family: int) -> List[bytes]:
+    """:func:`pack_elements` of the interval set *packed* (:func:`~.desired.pack_intervals`),
+    built straight from those bytes.
+
+    Each interval is a start element and an end element (the one that reaches
+    the top of the address space only a start), so the records have a fixed
+    layout: a template repeated, the keys written in column by column with
+    slice assignments, no Python work per element. Same bytes, same message split.
+    """
+    klen = KEY_LEN[family]
+    pair = 2 * klen
+    n = len(packed) // pair
+    if not n:
+        return []
+    hs, he, fl = _HEADS[family]
+    top = packed[-klen:] == b"\xff" * klen  # the last interval has no end element
+    m = n - 1 if top else n
+    if family == 4:
+        a = array("I")
+        a.frombytes(packed[:m * pair])
+        if sys.byteorder == "little":
+            a.byteswap()
+        ends = array("I", map(add, a[1::2], repeat(1, m)))
+        if sys.byteorder == "little":
+            ends.byteswap()
+        end_bytes = ends.tobytes()
+    else:
+        end_bytes = b"".join((int.from_bytes(packed[i + klen:i + pair], "big") + 1).to_bytes(klen, "big")
+                             for i in range(0, m * pair, pair))
+    rec = len(hs) + klen + len(he) + klen + len(fl)
+    buf = bytearray((hs + bytes(klen) + he + bytes(klen) + fl) * m)
+    at_start, at_end = len(hs), len(hs) + klen + len(he)
+    for j in range(klen):
+        buf[at_start + j::rec] = packed[j:m * pair:pair]
+        buf[at_end + j::rec] = end_bytes[j::klen]
+    if top:
+        buf += hs + packed[m * pair:m * pair + klen]
+    # a message holds `per` elements: per // 2 whole intervals (per is even, see _PER)
+    step = _PER[family] // 2 * rec
+    return [bytes(buf[i:i + step]) for i in range(0, len(buf), step)]
 
 
 def elem_message(msg_type: int, flags: int, seq: int, table: str, set_name: str,
@@ -241,7 +379,7 @@ def elem_message_pyroute2(msg_type: int, flags: int, seq: int, table: str, set_n
             # pyroute2's flag map for this attribute is keyed {1: name}: bit 0 is selected by 1
             attrs.append(("NFTA_SET_ELEM_FLAGS", {1}))
         elems.append({"attrs": attrs})
-    return encode(nft_set_elem_list_msg, msg_type, flags, seq,
+    return encode(_pr().nft_set_elem_list_msg, msg_type, flags, seq,
                   [("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", set_name),
                    ("NFTA_SET_ELEM_LIST_ELEMENTS", elems)])
 
@@ -322,13 +460,13 @@ def _canon(v):
 
 
 def canon_rule(msg_bytes: bytes) -> tuple:
-    m = nft_rule_msg(msg_bytes)
+    m = _pr().nft_rule_msg(msg_bytes)
     m.decode()
     return _canon(m.get_attr("NFTA_RULE_EXPRESSIONS") or [])
 
 
 def rule_counter(msg_bytes: bytes) -> Tuple[int, int]:
-    m = nft_rule_msg(msg_bytes)
+    m = _pr().nft_rule_msg(msg_bytes)
     m.decode()
     for e in m.get_attr("NFTA_RULE_EXPRESSIONS") or []:
         if e.get_attr("NFTA_EXPR_NAME") == "counter":
@@ -374,12 +512,9 @@ class NftBackend:
     # -- reading ------------------------------------------------------------------
     def genid(self) -> int:
         s = self.sock
-        msgs = s.request(encode(nft_gen_msg, NFT_MSG_GETGEN, NLM_F_REQUEST, s.next_seq(), [],
-                                family=0), "read the ruleset generation")
+        msgs = s.request(genid_request(s.next_seq()), "read the ruleset generation")
         for m in msgs:
-            g = nft_gen_msg(m)
-            g.decode()
-            return g.get_attr("NFTA_GEN_ID") or 0
+            return parse_genid(m) or 0
         return 0
 
     def _dump(self, cls, msg_type, attrs, what) -> List[bytes]:
@@ -390,8 +525,8 @@ class NftBackend:
     def table_exists(self, table: str) -> bool:
         s = self.sock
         try:
-            s.request(encode(nft_table_msg, NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK,
-                             s.next_seq(), [("NFTA_TABLE_NAME", table)]), f"read table {table}")
+            s.request(message(NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, s.next_seq(),
+                              [("NFTA_TABLE_NAME", table)]), f"read table {table}")
         except NetlinkError as e:
             if e.code == errno.ENOENT:
                 return False
@@ -399,7 +534,7 @@ class NftBackend:
         return True
 
     def set_intervals(self, table: str, name: str, family: int) -> tuple:
-        msgs = self._dump(nft_set_elem_list_msg, NFT_MSG_GETSETELEM,
+        msgs = self._dump(_pr().nft_set_elem_list_msg, NFT_MSG_GETSETELEM,
                           [("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", name)],
                           f"read set {name}")
         return elements_to_intervals(parse_elements(msgs), family)
@@ -409,9 +544,9 @@ class NftBackend:
         if not self.table_exists(table):
             return live
         live.exists = True
-        for m in self._dump(nft_chain_msg, NFT_MSG_GETCHAIN, [("NFTA_CHAIN_TABLE", table)],
+        for m in self._dump(_pr().nft_chain_msg, NFT_MSG_GETCHAIN, [("NFTA_CHAIN_TABLE", table)],
                             "read chains"):
-            c = nft_chain_msg(m)
+            c = _pr().nft_chain_msg(m)
             c.decode()
             if c.get_attr("NFTA_CHAIN_TABLE") != table:
                 continue
@@ -420,8 +555,8 @@ class NftBackend:
                                 hook.get_attr("NFTA_HOOK_HOOKNUM") if hook else None,
                                 hook.get_attr("NFTA_HOOK_PRIORITY") if hook else None,
                                 c.get_attr("NFTA_CHAIN_TYPE"), c.get_attr("NFTA_CHAIN_POLICY")))
-        for m in self._dump(nft_set_msg, NFT_MSG_GETSET, [("NFTA_SET_TABLE", table)], "read sets"):
-            st = nft_set_msg(m)
+        for m in self._dump(_pr().nft_set_msg, NFT_MSG_GETSET, [("NFTA_SET_TABLE", table)], "read sets"):
+            st = _pr().nft_set_msg(m)
             st.decode()
             if st.get_attr("NFTA_SET_TABLE") != table:
                 continue
@@ -431,9 +566,9 @@ class NftBackend:
             fam = 4 if ktype == KEY_TYPE[4] else 6
             ivs = self.set_intervals(table, name, fam) if with_elements else ()
             live.sets[name] = LiveSet(name, ktype, flags, ivs)
-        for m in self._dump(nft_rule_msg, NFT_MSG_GETRULE, [("NFTA_RULE_TABLE", table)],
+        for m in self._dump(_pr().nft_rule_msg, NFT_MSG_GETRULE, [("NFTA_RULE_TABLE", table)],
                             "read rules"):
-            r = nft_rule_msg(m)
+            r = _pr().nft_rule_msg(m)
             r.decode()
             if r.get_attr("NFTA_RULE_TABLE") != table:
                 continue
@@ -490,22 +625,22 @@ class NftBackend:
         f = NLM_F_REQUEST | NLM_F_ACK
         out: List[Tuple[str, bytes]] = []
         if replace:
-            out.append(("delete table", encode(nft_table_msg, NFT_MSG_DELTABLE, f, s.next_seq(),
-                                               [("NFTA_TABLE_NAME", d.table)])))
-        out.append(("new table", encode(nft_table_msg, NFT_MSG_NEWTABLE, f | NLM_F_CREATE | NLM_F_EXCL,
-                                        s.next_seq(), [("NFTA_TABLE_NAME", d.table)])))
+            out.append(("delete table", message(NFT_MSG_DELTABLE, f, s.next_seq(),
+                                                [("NFTA_TABLE_NAME", d.table)])))
+        out.append(("new table", message(NFT_MSG_NEWTABLE, f | NLM_F_CREATE | NLM_F_EXCL,
+                                         s.next_seq(), [("NFTA_TABLE_NAME", d.table)])))
         ids = {}
         for i, (name, st) in enumerate(d.sets.items()):
             ids[name] = i + 1
-            out.append((f"new set {name}", encode(
-                nft_set_msg, NFT_MSG_NEWSET, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
+            out.append((f"new set {name}", message(
+                NFT_MSG_NEWSET, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
                 [("NFTA_SET_TABLE", d.table), ("NFTA_SET_NAME", name),
-                 ("NFTA_SET_FLAGS", {"NFT_SET_INTERVAL"}), ("NFTA_SET_KEY_TYPE", KEY_TYPE[st.family]),
+                 ("NFTA_SET_FLAGS", NFT_SET_INTERVAL), ("NFTA_SET_KEY_TYPE", KEY_TYPE[st.family]),
                  ("NFTA_SET_KEY_LEN", KEY_LEN[st.family]), ("NFTA_SET_ID", i + 1)])))
             out += self._elem_msgs(NFT_MSG_NEWSETELEM, d.table, name,
-                                   interval_keys(st.intervals, st.family), st.family)
-        out.append((f"new chain {d.chain}", encode(
-            nft_chain_msg, NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
+                                   payloads=pack_interval_elements(st.packed, st.family))
+        out.append((f"new chain {d.chain}", message(
+            NFT_MSG_NEWCHAIN, f | NLM_F_CREATE | NLM_F_EXCL, s.next_seq(),
             [("NFTA_CHAIN_TABLE", d.table), ("NFTA_CHAIN_NAME", d.chain),
              ("NFTA_CHAIN_HOOK", {"attrs": [("NFTA_HOOK_HOOKNUM", NF_INET_LOCAL_IN),
                                             ("NFTA_HOOK_PRIORITY", d.priority)]}),
@@ -515,12 +650,14 @@ class NftBackend:
                 f | NLM_F_CREATE | NLM_F_APPEND, s.next_seq(), d.table, d.chain, rule_exprs(r, ids))))
         return out
 
-    def _elem_msgs(self, msg_type, table, name, keys, family):
+    def _elem_msgs(self, msg_type, table, name, keys=None, family=4, payloads=None):
         s = self.sock
+        if payloads is None:
+            payloads = pack_elements(keys, family)
         flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if msg_type == NFT_MSG_NEWSETELEM else 0)
         kind = ("add" if msg_type == NFT_MSG_NEWSETELEM else "delete") + f" elements of set {name}"
         return [(kind, elem_message(msg_type, flags, s.next_seq(), table, name, p))
-                for p in pack_elements(keys, family)]
+                for p in payloads]
 
     def create(self, d: Desired, replace: bool = False, genid: Optional[int] = None) -> None:
         """Create the whole table in one transaction (replacing an existing one if asked)."""
@@ -556,9 +693,8 @@ class NftBackend:
         if not self.table_exists(table):
             return False
         s = self.sock
-        self._batch([("delete table", encode(nft_table_msg, NFT_MSG_DELTABLE,
-                                             NLM_F_REQUEST | NLM_F_ACK, s.next_seq(),
-                                             [("NFTA_TABLE_NAME", table)]))])
+        self._batch([("delete table", message(NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK,
+                                              s.next_seq(), [("NFTA_TABLE_NAME", table)]))])
         return True
 
 

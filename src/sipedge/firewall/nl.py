@@ -1,7 +1,7 @@
 """A raw NETLINK_NETFILTER socket: one-sendmsg batches and dumps.
 
-pyroute2's message classes encode and decode the messages; this module only
-moves bytes, so a whole batch goes to the kernel in one ``sendmsg`` and every
+The backends build the messages (and pyroute2 decodes the answers they read
+in detail); this module only moves bytes, so a whole batch goes to the kernel in one ``sendmsg`` and every
 answer (ack or error, with the kernel's extended-ack text) is collected.
 """
 from __future__ import annotations

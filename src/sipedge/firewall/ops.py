@@ -149,10 +149,10 @@ def _apply_locked(be, d: Desired, opts: Options, nsid: str, snap_path: str, skey
         try:
             if not cur.exists:
                 be.create(d, genid=cur.genid)
-                res.update(action="create", added=sum(len(s.intervals) for s in d.sets.values()))
+                res.update(action="create", added=sum(s.interval_count for s in d.sets.values()))
             elif not be.structure_matches(d, cur):
                 be.create(d, replace=True, genid=cur.genid)
-                res.update(action="replace", added=sum(len(s.intervals) for s in d.sets.values()))
+                res.update(action="replace", added=sum(s.interval_count for s in d.sets.values()))
             else:
                 na, nd = be.sync(d, {n: pack_intervals(s.intervals, d.sets[n].family)
                                      for n, s in cur.sets.items()}, genid=cur.genid)
