@@ -273,6 +273,8 @@ def test_unknown_role():
     ("5060/sctp", "bad protocol in '5060/sctp': use udp or tcp"),
     ("5060", "bad port spec '5060': write PORT/PROTO"),
     ("x-1/udp", "bad port spec"),
+    ("\u00b2/udp", "bad port spec"),                      # superscript two: isdigit() but no int
+    ("\u0665\u0660\u0666\u0660/udp", "bad port spec"),  # Arabic-Indic 5060 is not ASCII
 ])
 def test_port_errors(spec, msg):
     text = f'[roles.sig]\nports = ["5060/udp",\n  "{spec}"]\n[[ranges]]\nrole="sig"\nprefixes=["192.0.2.0/24"]\n'

@@ -119,7 +119,8 @@ def test_other_format_refused(tmp_path):
         Allowlist.load(str(snap))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "checksum", "body"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "checksum", "body",
+                                    "role-index", "edge-index"])
 def test_corrupt_refused(tmp_path, damage):
     snap = tmp_path / "t.snap"
     Allowlist.twilio().save_snapshot(str(snap))
@@ -134,12 +135,19 @@ def test_corrupt_refused(tmp_path, damage):
         snap.write_bytes(bytes(data))
     elif damage == "checksum":
         _rewrite_head(snap, body_sha256="0" * 64)
-    else:  # a body that passes the checksum but holds inconsistent arrays
+    elif damage == "body":  # a body that passes the checksum but holds inconsistent arrays
         body = msgpack.packb({"roles": ["x"], "edges": [], "value_role": [0], "value_edge": [],
                               "value_prefix": [], "ranges": [b""] * 6, "ports": {},
                               "meta": {}, "carriers": {}})
         import hashlib
         _rewrite_head(snap, body=body, body_sha256=hashlib.sha256(body).hexdigest())
+    else:  # checksummed, consistent lengths, but an index that would wrap round (-2 = last)
+        import hashlib
+        head = msgpack.unpackb(bytes(data[len(snapshot.MAGIC):]))
+        body = msgpack.unpackb(head["body"])
+        body["value_role" if damage == "role-index" else "value_edge"][0] = -2
+        packed = msgpack.packb(body, use_bin_type=True)
+        _rewrite_head(snap, body=packed, body_sha256=hashlib.sha256(packed).hexdigest())
     with pytest.raises(SnapshotError, match="corrupt allowlist snapshot.*rebuild"):
         Allowlist.load(str(snap))
 

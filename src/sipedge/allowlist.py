@@ -101,13 +101,18 @@ class Entry:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only (str.isdigit also takes '²' and other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_ports(spec: str, where: str = "") -> PortRange:
     """``"5060/udp"`` or ``"10000-60000/udp"`` -> PortRange."""
     if not isinstance(spec, str):
         raise AllowlistError(f"{where}port spec {spec!r} is not a string: write \"5060/udp\"")
     ports, slash, proto = spec.partition("/")
     low_s, _, high_s = ports.partition("-")
-    if not slash or not low_s.isdigit() or not (high_s or low_s).isdigit():
+    if not slash or not _is_decimal(low_s) or not _is_decimal(high_s or low_s):
         raise AllowlistError(
             f"{where}bad port spec {spec!r}: write PORT/PROTO or LOW-HIGH/PROTO, e.g. 5060/udp")
     low, high = int(low_s), int(high_s or low_s)

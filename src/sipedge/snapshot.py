@@ -109,6 +109,8 @@ def save(al, path: str, source: Optional[str] = None) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # durable before the rename makes it the snapshot
         os.replace(tmp, path)
     except OSError as e:
         try:
@@ -199,6 +201,10 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
         vr, ve, vp = body["value_role"], body["value_edge"], body["value_prefix"]
         if not len(vr) == len(ve) == len(vp):
             raise ValueError("value arrays of different lengths")
+        if vr and not (0 <= min(vr) and max(vr) < len(roles)):
+            raise ValueError("a role index out of range")
+        if ve and not (-1 <= min(ve) and max(ve) < len(edges) - 1):
+            raise ValueError("an edge index out of range")
         # tuple.__new__(Match, ...) straight from C: Match._make would add a Python call each
         values = list(map(tuple.__new__, repeat(Match),
                           zip([roles[i] for i in vr], [edges[i] for i in ve], vp)))
