@@ -55,12 +55,15 @@ UNDER_ASAN = os.environ.get("SIPEDGE_EXPECT_ASAN") == "1"
 def pytest_collection_modifyitems(config, items):
     """Deselect (not skip) what does not apply to this run: ``needs_native``
     tests compare the native build with the twin, so they have nothing to do
-    in a ``SIPEDGE_NO_EXTENSIONS=1`` run; ``asan_only`` tests check the
+    in a ``SIPEDGE_NO_EXTENSIONS=1`` run, nor have ``once`` tests (they do
+    not depend on the implementation: packaging, typing, layout, the firewall
+    in a namespace beside its own diff twin); ``asan_only`` tests check the
     sanitized build and run only inside ``make test-asan``; ``not_under_asan``
     tests start that run and must not start it again from inside."""
     keep, drop = [], []
     for item in items:
-        if ((_impl.NO_EXTENSIONS and item.get_closest_marker("needs_native"))
+        if ((_impl.NO_EXTENSIONS and (item.get_closest_marker("needs_native")
+                                      or item.get_closest_marker("once")))
                 or (not UNDER_ASAN and item.get_closest_marker("asan_only"))
                 or (UNDER_ASAN and item.get_closest_marker("not_under_asan"))):
             drop.append(item)

@@ -8,7 +8,11 @@ import ast
 import os
 import re
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.once  # reads the source: the same in both passes
 
 SRC = os.path.join(ROOT, "src")
 PKG = os.path.join(SRC, "sipedge")

@@ -390,6 +390,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if ts.dr_url:
         print(f"disaster recovery {ts.dr_url}: {100 * dr / args.picks:.2f}%")
     print(f"{args.picks} picks, seed {seed}")
+    return 0
 
 # ------------------------------------------------------------------------ classify
 def _add_classify(sub) -> None:
@@ -468,7 +469,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     print(f"{'kind':<8} {'frames':>10} {'trusted':>10} {'untrusted':>10}")
     for k in KINDS:
         print(f"{k:<8} {by_kind[k]:>10} {trusted[k]:>10} {by_kind[k] - trusted[k]:>10}")
-    edges = {}
+    edges: dict = {}
     for (kind, t, edge), n in rep.counts.items():
         if edge is not None:
             row = edges.setdefault(edge, [0, 0])

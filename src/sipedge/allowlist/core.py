@@ -25,16 +25,19 @@ import warnings
 from array import array
 from itertools import compress, islice, repeat
 from operator import add, and_, eq, itemgetter, lshift, ne, or_, rshift
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
 from .. import _impl
 from ..errors import AllowlistError
-from ..intervals import MASKS, Spans, cidrs, merge_sorted, pack_columns, spans, unpack_columns
+from ..intervals import Address, MASKS, Spans, cidrs, merge_sorted, pack_columns, spans, unpack_columns
 from . import snapshot
 from .model import AllEdgesWarning, Entry, Match, PortRange
 from .parse import embedded, parse
 
-_prefix = _impl.load("prefix")
+if TYPE_CHECKING:  # the native module's stub describes both implementations
+    from .. import _prefix
+else:
+    _prefix = _impl.load("prefix")
 
 __all__ = ["Allowlist"]
 
@@ -60,7 +63,7 @@ def _blocks_from_text(prefixes: list, version: int) -> tuple[list, list]:
         bits = 32
     else:
         packed = list(map(socket.inet_pton, repeat(socket.AF_INET6, len(prefixes)), parts[0::2]))
-        lo = list(map(int.from_bytes, packed, repeat("big", len(packed))))
+        lo = list(map(int.from_bytes, packed, repeat("big", len(packed))))  # type: ignore[arg-type]
         bits = 128
     hi = list(map(or_, lo, map(MASKS[version].__getitem__, map(int, parts[1::2]))))
     # one sort of (lo << bits | hi) integers orders by start, then end
@@ -197,7 +200,7 @@ class Allowlist:
                                   for r in self.ports})
 
     @property
-    def table(self):
+    def table(self) -> "_prefix.PrefixTable":
         """The compiled prefix table (read-only use: its ``values`` are :class:`Match`
         tuples in table order; the classifier looks addresses up in it)."""
         return self._table
@@ -243,11 +246,11 @@ class Allowlist:
         snapshot.save(self.compiled(), path, source)
 
     # -- queries ----------------------------------------------------------------------
-    def match(self, addr) -> Optional[Match]:  # replaced per instance by the table's get
+    def match(self, addr: Address) -> Optional[Match]:  # replaced per instance by the table's get
         """Role, edge and prefix of the most specific range holding *addr*, or None."""
         return self._table.get(addr)
 
-    def __contains__(self, addr) -> bool:
+    def __contains__(self, addr: object) -> bool:
         return addr in self._table
 
     @property
