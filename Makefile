@@ -3,6 +3,8 @@
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
+# warnings are errors when the project builds for itself (setup.py: not for users' sdist builds)
+export SIPEDGE_WERROR ?= 1
 
 .PHONY: test deps build build-debug test-native test-python plan bench clean
 

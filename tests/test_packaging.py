@@ -23,7 +23,8 @@ import pytest
 from conftest import ROOT, require_tool
 from sipedge import _impl
 
-pytestmark = [pytest.mark.packaging, pytest.mark.slow]
+# once: the wheels are checked in the native pass of make test, not again in the pure one
+pytestmark = [pytest.mark.packaging, pytest.mark.slow, pytest.mark.once]
 
 NATIVE = not _impl.NO_EXTENSIONS
 
