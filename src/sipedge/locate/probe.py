@@ -301,7 +301,8 @@ class Prober:
             raise InputError("fail_threshold/ok_threshold belong to the health table given "
                              "(e.g. TargetSet(..., fail_threshold=2)); do not pass both")
         self.health: Health = health if health is not None else LocalHealth(
-            fail_threshold or 1, ok_threshold or 1)
+            1 if fail_threshold is None else fail_threshold,
+            1 if ok_threshold is None else ok_threshold)
         self.interval = float(interval)
         self.timeout = float(timeout)
         self.reply_codes = parse_reply_codes(reply_codes)

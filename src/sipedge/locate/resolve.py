@@ -109,7 +109,7 @@ class Step:
         return {"query": self.query, "answer": list(self.answer), "note": self.note}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Resolution:
     """The result of :meth:`Resolver.resolve`: destinations in failover order."""
 
@@ -296,9 +296,13 @@ class Resolver:
 
         Raises :class:`~sipedge.errors.ResolveError` (naming the host and what
         failed) or :class:`~sipedge.errors.URIError` for a bad URI."""
+        now = self._clock()
+        if not refresh and isinstance(uri, str):
+            plan = self._plans.get(uri)          # also kept under the text as given
+            if plan is not None and now < plan.expires:
+                return self._result(plan, now)
         u = as_uri(uri)
         key = str(u)
-        now = self._clock()
         plan = self._plans.get(key)
         if plan is not None and not refresh and now < plan.expires:
             return self._result(plan, now)
@@ -314,7 +318,7 @@ class Resolver:
             try:
                 fresh = self._resolve(u)
             except _Transient as e:
-                msg = f"{u.host}: {e}"
+                msg = f"{e}"
                 if plan is not None and now - plan.expires < self.stale_for:
                     plan.failed_at = now
                     plan.error = (f"{msg}; keeping the answer of "
@@ -325,10 +329,19 @@ class Resolver:
                 if plan is not None:
                     msg += (f"; the last good answer expired {now - plan.expires:.0f} s ago, "
                             f"beyond stale_for={self.stale_for:.0f} s")
-                self._plans.pop(key, None)
+                self._forget(key)
                 raise ResolveError(msg + "; check the nameserver (--nameserver) and the zone") from None
+            self._forget(key)
             self._plans[key] = fresh
+            if isinstance(uri, str) and uri != key:
+                self._plans[uri] = fresh
             return self._result(fresh, now)
+
+    def _forget(self, key: str) -> None:
+        old = self._plans.pop(key, None)
+        if old is not None:
+            for k in [k for k, v in self._plans.items() if v is old]:
+                del self._plans[k]
 
     def invalidate(self, uri: Union[str, OriginationURI, None] = None) -> None:
         """Forget the cached answer for *uri*, or every cached answer."""
@@ -336,7 +349,7 @@ class Resolver:
             if uri is None:
                 self._plans.clear()
             else:
-                self._plans.pop(str(as_uri(uri)), None)
+                self._forget(str(as_uri(uri)))
 
     # --------------------------------------------------------------- internal
     def _result(self, plan: _Plan, now: float) -> Resolution:
@@ -366,7 +379,11 @@ class Resolver:
         return list(ans.rrset), float(ans.rrset.ttl), "ok"
 
     def _servers(self) -> str:
-        return ", ".join(str(n) for n in self._dns.nameservers)
+        out = []
+        for n in self._dns.nameservers:
+            a, p = getattr(n, "address", str(n)), getattr(n, "port", self._dns.port)
+            out.append(f"[{a}]:{p}" if ":" in a else f"{a}:{p}")
+        return ", ".join(out)
 
     def _negative_ttl(self, responses: Iterable) -> float:
         for r in responses:
@@ -503,7 +520,7 @@ class Resolver:
                 e.dests = dests
                 usable.append(e)
             else:
-                nowhere.append(f"SRV target {e.host}:{e.port} points nowhere ({e.host}: {why})")
+                nowhere.append(f"{e.host}:{e.port}: {why}")
         if nowhere:
             steps.append(Step("skipped", nowhere))
         if not usable:
