@@ -264,6 +264,11 @@ class _Pending:
     fut: asyncio.Future
     source: tuple
     provisional: bool = False
+    timer: Optional[asyncio.TimerHandle] = None
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class Prober:
@@ -360,12 +365,19 @@ class Prober:
         tasks = [asyncio.ensure_future(self._loop(t, start + (self.interval * i / n
                                                               if self.stagger else 0.0), rounds))
                  for i, t in enumerate(self.targets)]
+        everything = asyncio.gather(*tasks)
+        stopper = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if everything.done():
+                everything.result()          # a callback's exception surfaces here
         finally:
+            stopper.cancel()
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            if everything.done() and not everything.cancelled():
+                everything.exception()
             self.cpu_seconds += time.process_time() - cpu0
             self.close()
 
@@ -384,19 +396,12 @@ class Prober:
 
     # --------------------------------------------------------------- internal
     async def _loop(self, t: ProbeTarget, first: float, rounds: Optional[int]) -> None:
-        assert self._stop is not None
         k = 0
         next_at = first
         while rounds is None or k < rounds:
             delay = next_at - self._clock()
             if delay > 0:
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                    return
-                except asyncio.TimeoutError:
-                    pass
-            if self._stop.is_set():
-                return
+                await asyncio.sleep(delay)
             if self._wants(t):
                 await self._probe(t)
             k += 1
@@ -497,6 +502,12 @@ class Prober:
                 "::" if family == socket.AF_INET6 else "0.0.0.0")
             _, proto = await loop.create_datagram_endpoint(
                 lambda: _Udp(self), local_addr=(local, 0), family=family)
+            sock = proto.transport.get_extra_info("socket") if proto.transport else None
+            if sock is not None:   # room for a burst of replies while the loop is busy
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+                except OSError:
+                    pass
             u = self._udp[family] = proto
         return u
 
@@ -539,8 +550,9 @@ class Prober:
     async def _udp_probe(self, t: ProbeTarget, address: str) -> tuple[int, str, float]:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         u = await self._udp_sock(family)
-        assert u.transport is not None
-        port = u.transport.get_extra_info("sockname")[1]
+        tr = u.transport
+        assert tr is not None
+        port = tr.get_extra_info("sockname")[1]
         branch, tag, call_id = self._new_ids()
         data = self._request(t, "UDP", (self._source_for(address, family), port), branch, tag,
                              call_id)
@@ -550,28 +562,41 @@ class Prober:
         p = self._pending[call_id] = _Pending(fut, source)
         self._by_source.setdefault(source, []).append(call_id)
         t0 = time.monotonic()
-        deadline = t0 + self.timeout
-        wait = T1
+
+        def send() -> bool:
+            try:
+                tr.sendto(data, source)
+                return True
+            except OSError as e:
+                if not fut.done():
+                    fut.set_exception(_Failed(None, f"send to {address}:{t.port} failed: "
+                                                    f"{e.strerror or e}"))
+                return False
+
+        def retransmit(wait: float) -> None:   # RFC 3261 timer E
+            if fut.done():
+                return
+            if not send():
+                return
+            wait = T2 if p.provisional else min(wait * 2, T2)
+            p.timer = loop.call_later(wait, retransmit, wait)
+
+        def expire() -> None:                  # timer F (our timeout): a local 408
+            if not fut.done():
+                fut.set_exception(_Failed(408, f"408 timeout: no final response from "
+                                               f"{_hostport(address, t.port)} in "
+                                               f"{self.timeout:g} s (generated locally)"))
+
+        expiry = loop.call_later(self.timeout, expire)
         try:
-            while True:
-                try:
-                    u.transport.sendto(data, source)
-                except OSError as e:
-                    raise _Failed(None, f"send to {address}:{t.port} failed: {e.strerror or e}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    code, reason, t1 = await asyncio.wait_for(asyncio.shield(fut),
-                                                              min(wait, left))
-                    return code, reason, t1 - t0
-                except asyncio.TimeoutError:
-                    if time.monotonic() >= deadline:
-                        break
-                    wait = T2 if p.provisional else min(wait * 2, T2)
-            raise _Failed(408, f"408 timeout: no final response from {address}:{t.port} "
-                               f"in {self.timeout:g} s (generated locally)")
+            if send():
+                p.timer = loop.call_later(T1, retransmit, T1)
+            code, reason, t1 = await fut
+            return code, reason, t1 - t0
         finally:
+            expiry.cancel()
+            if p.timer is not None:
+                p.timer.cancel()
             self._pending.pop(call_id, None)
             lst = self._by_source.get(source)
             if lst is not None:
@@ -581,10 +606,6 @@ class Prober:
                     pass
                 if not lst:
                     del self._by_source[source]
-            if not fut.done():
-                fut.cancel()
-            elif not fut.cancelled():
-                fut.exception()   # retrieved: no "never retrieved" warning
 
     # ---- TCP / TLS
     async def _stream_probe(self, t: ProbeTarget, address: str) -> tuple[int, str, float]:
@@ -592,7 +613,7 @@ class Prober:
         if t.transport == "tls":
             ctx = self.tls_context or ssl.create_default_context()
         deadline = time.monotonic() + self.timeout
-        where = f"{address}:{t.port}"
+        where = _hostport(address, t.port)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(
                 address, t.port, ssl=ctx,
