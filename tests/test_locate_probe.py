@@ -30,6 +30,15 @@ DELAY = 0.100
 #: sipp and the two veth hops add well under this on an idle or busy 2-core VM
 TOLERANCE = 0.030
 
+#: the zone docs/locate.md's examples use (and the CLI test)
+DOC_ZONE = [
+    "host-record=uas.example.test,192.0.2.10",
+    "naptr-record=example.test,10,50,s,SIP+D2U,,_sip._udp.example.test",
+    "srv-host=_sip._udp.example.test,sbc.example.test,5060,10,10",
+    "host-record=sbc.example.test,192.0.2.10",
+    "host-record=acme.pstn.ashburn.twilio.com,192.0.2.10",
+]
+
 NOT_SIP = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -71,7 +80,7 @@ def lab(tmp_path_factory):
                                 stderr=subprocess.PIPE, text=True)
             procs.append(ns_proc)
             assert ns_proc.stdout.readline().strip() == "ready"
-            dns = Dnsmasq(far, "192.0.2.53", ["host-record=uas.example.test,192.0.2.10"], work)
+            dns = Dnsmasq(far, "192.0.2.53", DOC_ZONE, work, domains=("example.test", "twilio.com"))
             procs.append(dns.proc)
             w = InNetns(sbc)
             yield {"sbc": sbc, "far": far, "w": w, "work": work}
@@ -286,3 +295,22 @@ def test_cli_probe_errors(lab, args, code, msg):
     assert p.returncode == code, (p.stdout, p.stderr)
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sipedge: error: ") and msg in lines[0]
+
+
+def test_docs_examples_run(lab, capsys):
+    """The python examples of docs/locate.md run as written, in this lab."""
+    import os
+    import re
+
+    from conftest import ROOT
+
+    text = open(os.path.join(ROOT, "docs", "locate.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    g: dict = {}
+    for b in blocks:
+        lab["w"].call(exec, compile(b, "docs/locate.md", "exec"), g)
+    out = capsys.readouterr().out
+    assert "sbc.example.test 192.0.2.10 5060 udp 10 10" in out
+    assert "ashburn acme.pstn.ashburn.twilio.com 192.0.2.10 4.0" in out
+    assert "sip:192.0.2.10 up 200" in out and "sip:192.0.2.11 up 503" in out

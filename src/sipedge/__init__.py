@@ -20,6 +20,8 @@ from .errors import (
     URIError,
     OverrideError,
     SnapshotError,
+    ResolveError,
+    ProbeError,
 )
 
 # The other exports are imported on first use (PEP 562), so a command such as
@@ -32,6 +34,8 @@ _LAZY = {
     "termination_host": "catalog",
     "OriginationURI": "uri", "parse_uri": "uri",
     "Classifier": "classify", "Verdict": "classify",
+    "Resolver": "locate", "Resolution": "locate", "Destination": "locate",
+    "Prober": "locate", "ProbeTarget": "locate", "ProbeResult": "locate",
 }
 
 __all__ = [
@@ -64,6 +68,8 @@ __all__ = [
 ]
 
 __all__ += ["Classifier", "Verdict"]
+__all__ += ["ResolveError", "ProbeError", "Resolver", "Resolution", "Destination", "Prober",
+            "ProbeTarget", "ProbeResult"]
 
 
 def __getattr__(name: str):
