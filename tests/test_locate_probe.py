@@ -2,7 +2,8 @@
 
 Topology: ``sbc`` (the prober) -- veth -- ``far`` (sipp UAS on 192.0.2.10-14,
 dnsmasq on 192.0.2.53), and ``sbc`` -- veth -- ``slow`` (a sipp UAS that
-answers 100 ms late with its own ``<pause>``). The netem test builds its own
+answers 100 ms late with its own ``<pause>``); Kamailio with its tls module for
+OPTIONS over TLS. The netem test builds its own
 pair with ``tc qdisc ... netem delay 100ms`` (it needs the kernel's sch_netem).
 Runtime: about 25 s.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -222,33 +224,80 @@ def test_tcp_ipv6_refused_and_not_sip(lab):
     assert not r.ok and r.code is None and r.reason.startswith("not SIP: b'HTTP/1.1 400")
 
 
-def test_tls_failure_is_a_result(lab, tmp_path):
-    """A TLS endpoint whose certificate is not trusted: a failed probe naming TLS."""
+KAMAILIO_CFG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+children=1
+tcp_children=1
+auto_aliases=no
+enable_tls=yes
+listen=tls:{addr}:5061
+mpath="{mpath}"
+loadmodule "tls.so"
+loadmodule "sl.so"
+modparam("tls", "config", "{tlscfg}")
+request_route {{
+    if (method == "OPTIONS") {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    sl_send_reply("405", "Method Not Allowed");
+}}
+"""
+
+
+def test_tls_probe_kamailio(lab, tmp_path):
+    """OPTIONS over TLS to a real Kamailio (tls module): 200 with the CA trusted; a
+    named TLS failure with the system trust store, and with the wrong server name."""
+    import glob
+    import ssl
+
     from sipedge.locate import Prober, ProbeTarget
 
-    require_tool("openssl")
+    require_tool("openssl", "kamailio")
+    mods = glob.glob("/usr/lib/*/kamailio/modules/tls.so") + glob.glob(
+        "/usr/lib/kamailio/modules/tls.so")
+    if not mods:
+        from conftest import _missing
+        _missing("Kamailio's tls module is not installed (apt: kamailio-tls-modules)")
     far, w = lab["far"], lab["w"]
     key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=sbc.example.test", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
-    srv = far.popen("openssl", "s_server", "-quiet", "-accept", f"{OK}:5061", "-cert", str(crt),
-                    "-key", str(key), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL)
+                    "-subj", "/CN=sbc.example.test", "-addext", "subjectAltName=DNS:sbc.example.test",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    (tmp_path / "tls.cfg").write_text(
+        f"[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+        f"require_certificate = no\nprivate_key = {key}\ncertificate = {crt}\n")
+    (tmp_path / "kamailio.cfg").write_text(KAMAILIO_CFG.format(
+        addr=OK, mpath=os.path.dirname(mods[0]) + "/", tlscfg=tmp_path / "tls.cfg"))
+    (tmp_path / "run").mkdir()
+    kam = far.popen("kamailio", "-f", str(tmp_path / "kamailio.cfg"), "-DD", "-E",
+                    "-Y", str(tmp_path / "run"), stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE)
     try:
-        end = time.monotonic() + 10
+        end = time.monotonic() + 15
         while f"{OK}:5061" not in far.exec("ss", "-lnHt").stdout:
-            assert time.monotonic() < end and srv.poll() is None
+            assert kam.poll() is None, kam.stderr.read().decode()[-2000:]
+            assert time.monotonic() < end, "kamailio not listening on TLS after 15 s"
             time.sleep(0.05)
-        t = ProbeTarget("sips:sbc.example.test", "sbc.example.test", 5061, "tls", OK)
-        got = []
-        prober = Prober([t], interval=1, timeout=2, stagger=False, on_result=got.append)
-        run(w, prober, 1)
+        good = ProbeTarget("sips:sbc.example.test", "sbc.example.test", 5061, "tls", OK)
+        wrong = ProbeTarget("sips:other.example.test", "other.example.test", 5061, "tls", OK)
+        got = {}
+        trusted = ssl.create_default_context(cafile=str(crt))
+        run(w, Prober([good, wrong], interval=1, timeout=3, tls_context=trusted, stagger=False,
+                      on_result=lambda r: got.__setitem__(r.target.uri, r)), 1)
+        untrusted = []
+        run(w, Prober([good], interval=1, timeout=3, stagger=False,
+                      on_result=untrusted.append), 1)
     finally:
-        stop(srv)
-    assert not got[0].ok and got[0].code is None
-    assert "TLS to 192.0.2.10:5061 (sbc.example.test) failed" in got[0].reason
-    assert "CERTIFICATE_VERIFY_FAILED" in got[0].reason
+        stop(kam)
+    r = got["sips:sbc.example.test"]
+    assert r.ok and r.code == 200 and r.latency is not None
+    r = got["sips:other.example.test"]
+    assert not r.ok and r.code is None
+    assert "TLS to 192.0.2.10:5061 (other.example.test) failed" in r.reason
+    assert "CERTIFICATE_VERIFY_FAILED" in r.reason and "mismatch" in r.reason.lower()
+    assert not untrusted[0].ok and "CERTIFICATE_VERIFY_FAILED" in untrusted[0].reason
 
 
 def test_twilio_interval_floor():

@@ -267,6 +267,12 @@ class _Pending:
     timer: Optional[asyncio.TimerHandle] = None
 
 
+def _tls_reason(e: ssl.SSLError) -> str:
+    what = e.reason or e.strerror or str(e)
+    detail = getattr(e, "verify_message", None)
+    return f"{what} ({detail})" if detail else what
+
+
 def _hostport(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
@@ -625,7 +631,7 @@ class Prober:
                                f"in {self.timeout:g} s (generated locally)") from None
         except ssl.SSLError as e:
             raise _Failed(None, f"TLS to {where} ({t.host}) failed: "
-                                f"{e.reason or e.strerror or e}") from None
+                                f"{_tls_reason(e)}") from None
         except OSError as e:
             raise _Failed(None, f"{t.transport.upper()} connection to {where} failed: "
                                 f"{e.strerror or e}") from None
@@ -661,7 +667,7 @@ class Prober:
                                 f"({type(e).__name__})") from None
         except ssl.SSLError as e:
             raise _Failed(None, f"TLS to {where} ({t.host}) failed: "
-                                f"{e.reason or e}") from None
+                                f"{_tls_reason(e)}") from None
         except OSError as e:
             raise _Failed(None, f"{where}: {e.strerror or e}") from None
         finally:
