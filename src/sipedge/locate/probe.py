@@ -43,6 +43,7 @@ destination).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import itertools
 import os
@@ -117,6 +118,7 @@ class ProbeTarget:
     port: int
     transport: str
     address: Optional[str] = None
+    request: Optional[str] = None    # the Request-URI when not built from host/port
 
     @classmethod
     def of(cls, item: Any) -> "ProbeTarget":
@@ -134,10 +136,15 @@ class ProbeTarget:
         uri = getattr(item, "uri", item)           # a Target
         key = str(item) if not isinstance(item, str) else item.strip()
         u: OriginationURI = as_uri(uri)
-        return cls(key, u.host, u.port, u.transport,
-                   u.host if u.host_kind != "name" else None)
+        if u.host_kind != "name":
+            return cls(key, u.host, u.port, u.transport, u.host)
+        # a host name: resolved (RFC 3263) before each probe; the Request-URI keeps
+        # the name as written (no ;edge=, which is Twilio's, not the target's)
+        return cls(key, u.host, u.port, u.transport, None, str(dataclasses.replace(u, edge=None)))
 
     def request_uri(self) -> str:
+        if self.request is not None:
+            return self.request
         scheme = "sips" if self.transport == "tls" else "sip"
         h = f"[{self.host}]" if ":" in self.host else self.host
         t = "" if self.transport in ("udp", "tls") else f";transport={self.transport}"
@@ -177,10 +184,12 @@ class TargetStatus:
     failures: int = 0
     successes: int = 0
     last_at: Optional[float] = None
+    last_address: Optional[str] = None   # where the last probe went (names: resolved)
 
     def to_dict(self) -> dict:
         ms = (lambda v: None if v is None else round(v * 1000, 3))
-        return {"uri": self.target.uri, "address": self.target.address, "state": self.state,
+        return {"uri": self.target.uri, "address": self.target.address or self.last_address,
+                "state": self.state,
                 "last_code": self.last_code, "last_reason": self.last_reason,
                 "latency_ms": ms(self.latency), "spread_ms": ms(self.spread),
                 "last_latency_ms": ms(self.last_latency), "sent": self.sent,
@@ -426,32 +435,34 @@ class Prober:
     async def _probe(self, t: ProbeTarget) -> ProbeResult:
         st = self._status[t.uri]
         st.sent += 1
-        address = t.address
-        if address is None:
+        send = t
+        if t.address is None:
             try:
-                address = await self._resolve(t)
+                send = await self._resolve(t)
             except ResolveError as e:
                 return self._record(t, False, None, f"DNS: {e}", None, None)
+        address = send.address
+        assert address is not None
         try:
-            if t.transport == "udp":
-                code, reason, latency = await self._udp_probe(t, address)
+            if send.transport == "udp":
+                code, reason, latency = await self._udp_probe(send, address)
             else:
-                code, reason, latency = await self._stream_probe(t, address)
+                code, reason, latency = await self._stream_probe(send, address)
         except _Failed as e:
             return self._record(t, False, e.code, e.reason, None, address)
         ok = self.reply_codes is None or code in self.reply_codes
         return self._record(t, ok, code, f"{code} {reason}".strip(), latency, address)
 
-    async def _resolve(self, t: ProbeTarget) -> str:
+    async def _resolve(self, t: ProbeTarget) -> ProbeTarget:
+        """*t* with the first destination RFC 3263 gives (its address, port, transport)."""
         if self._resolver is None:
             from .resolve import Resolver
             self._resolver = Resolver()
         res = await asyncio.get_running_loop().run_in_executor(
             None, self._resolver.resolve, t.uri)
-        for d in res.destinations:
-            if d.transport == t.transport or not parse_uri(t.uri).transport_given:
-                return d.address
-        raise ResolveError(f"{t.uri}: no {t.transport} destination")
+        d = res.destinations[0]
+        return dataclasses.replace(t, address=d.address, port=d.port, transport=d.transport,
+                                   host=t.host)
 
     def _record(self, t: ProbeTarget, ok: bool, code: Optional[int], reason: str,
                 latency: Optional[float], address: Optional[str]) -> ProbeResult:
@@ -460,6 +471,7 @@ class Prober:
         state = self.health.state(t.uri)
         now = self._clock()
         st.state, st.last_code, st.last_reason, st.last_at = state, code, reason, now
+        st.last_address = address
         if ok:
             st.successes += 1
         else:
