@@ -283,7 +283,8 @@ class Resolver:
         self._clock = clock
         self._seed = seed
         self._plans: dict[str, _Plan] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # guards _plans and _key_locks
+        self._key_locks: dict[str, threading.Lock] = {}
         self.queries = 0          # DNS queries sent (for tests and the bench)
 
     @property
@@ -307,6 +308,8 @@ class Resolver:
         if plan is not None and not refresh and now < plan.expires:
             return self._result(plan, now)
         with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:     # one resolution of a URI at a time; other URIs go on
             plan = self._plans.get(key)
             now = self._clock()
             if plan is not None and not refresh and now < plan.expires:
@@ -329,15 +332,18 @@ class Resolver:
                 if plan is not None:
                     msg += (f"; the last good answer expired {now - plan.expires:.0f} s ago, "
                             f"beyond stale_for={self.stale_for:.0f} s")
-                self._forget(key)
+                with self._lock:
+                    self._forget(key)
                 raise ResolveError(msg + "; check the nameserver (--nameserver) and the zone") from None
-            self._forget(key)
-            self._plans[key] = fresh
-            if isinstance(uri, str) and uri != key:
-                self._plans[uri] = fresh
+            with self._lock:
+                self._forget(key)
+                self._plans[key] = fresh
+                if isinstance(uri, str) and uri != key:
+                    self._plans[uri] = fresh
             return self._result(fresh, now)
 
     def _forget(self, key: str) -> None:
+        """Drop *key* and its aliases (the caller holds ``self._lock``)."""
         old = self._plans.pop(key, None)
         if old is not None:
             for k in [k for k, v in self._plans.items() if v is old]:
