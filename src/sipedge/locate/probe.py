@@ -44,18 +44,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import itertools
 import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Protocol, Union
 
 from .._version import __version__
 from ..errors import InputError, ProbeError, ResolveError
-from ..uri import OriginationURI, parse_uri
+from ..uri import OriginationURI
 
 TWILIO_MIN_INTERVAL = 10.0
 T1 = 0.5

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import dns.exception
-import dns.flags
 import dns.message
 import dns.nameserver
 import dns.name
@@ -555,14 +554,14 @@ def _split(ns: str, default_port: int) -> tuple[str, int]:
 
 
 def _first_error(e: Exception) -> str:
+    """'SERVER: what it said' for the first server dnspython reports in *e*."""
     errs = getattr(e, "kwargs", {}).get("errors") or []
-    for server, _tcp, _port, err, *rest in [tuple(x) + () for x in errs]:
-        if isinstance(err, dns.message.Message):
-            return f"{server}: {dns.rcode.to_text(err.rcode())}"
-        if isinstance(err, str):
-            return f"{server}: {err}"
-        return f"{server}: {err}"
-    return str(e)
+    if not errs:
+        return str(e)
+    server, _tcp, _port, err = tuple(errs[0])[:4]
+    if isinstance(err, dns.message.Message):
+        err = dns.rcode.to_text(err.rcode())
+    return f"{server}: {err}"
 
 
 _default: Optional[Resolver] = None
