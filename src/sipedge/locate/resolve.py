@@ -156,7 +156,7 @@ class _Plan:
     steps: list
     entries: list
     order: Optional[Callable[[], list]]   # SRV order from TargetSet, or None (one entry)
-    by_target: dict
+    by_target: dict               # id(Target) -> _Entry (Target hashing is slow)
     resolved_at: float
     expires: float
     failed_at: float = -1.0
@@ -167,7 +167,7 @@ class _Plan:
             return list(self.entries[0].dests) if self.entries else []
         out: list = []
         for t in self.order():
-            out.extend(self.by_target[t].dests)
+            out.extend(self.by_target[id(t)].dests)
         return out
 
 
@@ -538,7 +538,7 @@ class Resolver:
             t = Target(f"{scheme}:{e.host}:{e.port};transport={'tcp' if scheme == 'sips' else transport}",
                        e.priority, e.weight)
             targets.append(t)
-            by_target[t] = e
+            by_target[id(t)] = e   # the set keeps t alive: its id is stable
         ts = TargetSet(targets, seed=self._seed, cooldown=0.0)
         return _Plan(u, transport, steps, usable, ts.order, by_target, now, now + min_ttl)
 
