@@ -55,8 +55,10 @@ def test_resolver_validation():
             Resolver(["192.0.2.53"], **kw)
     with pytest.raises(InputError, match="empty"):
         Resolver([])
-    r = Resolver(["192.0.2.53:5353", "[2001:db8::53]"])
-    assert r.nameservers and r.queries == 0
+    r = Resolver(["192.0.2.53:5353", "[2001:db8::53]:5354", "2001:db8::54"], port=5300)
+    assert [(n.address, n.port) for n in r._dns.nameservers] == [
+        ("192.0.2.53", 5353), ("2001:db8::53", 5354), ("2001:db8::54", 5300)]
+    assert r.queries == 0
 
 
 def test_reply_codes():

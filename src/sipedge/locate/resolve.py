@@ -260,15 +260,12 @@ class Resolver:
                                    "or --nameserver IP") from None
         else:
             dr = dns.resolver.Resolver(configure=False)
-            ns_list = []
-            for text in nameservers:
-                addr, p = parse_nameserver(text)
-                ns_list.append(addr if p is None or p == port else f"{addr}:{p}")
-            if not ns_list:
+            servers = [parse_nameserver(text) for text in nameservers]
+            if not servers:
                 raise InputError("nameservers is empty; give at least one address")
             # dnspython takes per-server ports through nameserver objects
-            dr.nameservers = [
-                dns.nameserver.Do53Nameserver(*(_split(n, port))) for n in ns_list]
+            dr.nameservers = [dns.nameserver.Do53Nameserver(a, port if p is None else p)
+                              for a, p in servers]
         dr.port = port
         dr.timeout = timeout
         dr.lifetime = timeout
@@ -541,16 +538,6 @@ class Resolver:
             by_target[id(t)] = e   # the set keeps t alive: its id is stable
         ts = TargetSet(targets, seed=self._seed, cooldown=0.0)
         return _Plan(u, transport, steps, usable, ts.order, by_target, now, now + min_ttl)
-
-
-def _split(ns: str, default_port: int) -> tuple[str, int]:
-    if ns.startswith("["):
-        host, _, rest = ns[1:].partition("]")
-        return host, int(rest[1:]) if rest else default_port
-    if ns.count(":") == 1:
-        h, p = ns.split(":")
-        return h, int(p)
-    return ns, default_port
 
 
 def _first_error(e: Exception) -> str:
