@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol, Union
 
 from .._version import __version__
 from ..errors import InputError, ProbeError, ResolveError
-from ..uri import OriginationURI
+from ..twilio.uri import OriginationURI
 
 TWILIO_MIN_INTERVAL = 10.0
 T1 = 0.5

@@ -57,7 +57,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..errors import InputError, ResolveError
-from ..uri import OriginationURI, parse_uri
+from ..twilio.uri import OriginationURI, parse_uri
 
 #: NAPTR service field -> transport (RFC 3263 section 4.1)
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
