@@ -131,8 +131,11 @@ def test_states_follow_in_target_set(lab):
         run(w, prober, 2)
     finally:
         stop(back)
-    assert [(r.code, r.state, r.changed) for r in seen[BACK]] == [(200, "out", False),
-                                                                 (200, "up", True)]
+    # one success is not enough (ok_threshold=2): still out of service ("out", or
+    # "probing" where the selection core names a target on its way back so)
+    first, second = seen[BACK]
+    assert (first.code, first.state in ("out", "probing"), first.changed) == (200, True, False)
+    assert (second.code, second.state, second.changed) == (200, "up", True)
     assert ts.state(f"sip:{BACK}") == "up" and ts.state(f"sip:{SILENT}") == "out"
     st = prober.status_of(f"sip:{SILENT}")
     assert (st.state, st.sent, st.answered, st.last_code) == ("out", 5, 0, 408)
