@@ -168,6 +168,24 @@ def test_mode_out_probes_only_out_targets(lab):
     assert [s.sent for s in prober.status()] == [0, 2]
 
 
+def test_name_targets_and_dns_failure_as_results(lab):
+    """A name resolved (RFC 3263) before each probe; a name that does not resolve is a
+    failed probe naming the DNS failure, not an exception."""
+    from sipedge.locate import Prober, Resolver
+
+    w = lab["w"]
+    got = {}
+    r = Resolver(["192.0.2.53"], timeout=1)
+    prober = Prober(["sip:example.test", "sip:nope.example.test"], interval=1, timeout=0.5,
+                    resolver=r, stagger=False, on_result=lambda x: got.__setitem__(x.target.uri, x))
+    run(w, prober, 1)
+    assert got["sip:example.test"].ok and got["sip:example.test"].address == OK
+    bad = got["sip:nope.example.test"]
+    assert not bad.ok and bad.code is None and bad.address is None
+    assert bad.reason.startswith("DNS: nope.example.test: NXDOMAIN")
+    assert prober.status_of("sip:nope.example.test").state == "out"
+
+
 def _check_latency(w, target, fast):
     """12 probes 0.25 s apart: the EWMA (alpha 1/8, seeded by the first sample) is
     within [DELAY, DELAY + TOLERANCE]; the spread has come down from its seed
