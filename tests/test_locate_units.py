@@ -143,3 +143,26 @@ def test_callback_error_surfaces():
         await p.run(rounds=3)
     with pytest.raises(ZeroDivisionError):
         asyncio.run(main())
+
+
+def test_probe_once_and_stop_drops_in_flight():
+    # loopback only: nothing listens on port 9 here
+    p = Prober(["sip:127.0.0.1:9"], interval=5, timeout=0.2)
+    r = asyncio.run(p.probe("sip:127.0.0.1:9"))
+    assert (r.ok, r.code, r.state) == (False, 408, "out")
+    assert "no final response from 127.0.0.1:9 in 0.2 s" in r.reason
+    assert p.status()[0].sent == 1
+    with pytest.raises(InputError, match="not a target"):
+        asyncio.run(p.probe("sip:127.0.0.1:10"))
+
+    q = Prober(["sip:127.0.0.1:9"], interval=5, timeout=2)
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.2, q.stop)
+        await q.run()
+
+    t0 = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - t0 < 1.0
+    st = q.status()[0]
+    assert (st.sent, st.failures, st.successes, st.state) == (1, 0, 0, "up")

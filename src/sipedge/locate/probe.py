@@ -272,6 +272,7 @@ class _Pending:
     source: tuple
     finish: Optional[Callable[..., None]]
     t0: float
+    from_run: bool = False
     provisional: bool = False
     timer: Optional[asyncio.TimerHandle] = None
     expiry: Optional[asyncio.TimerHandle] = None
@@ -370,7 +371,7 @@ class Prober:
         return s
 
     def stop(self) -> None:
-        """Let :meth:`run` return after the probes in flight."""
+        """Make :meth:`run` return now; its probes in flight are dropped (no result)."""
         if self._stop is not None:
             self._stop.set()
 
@@ -420,14 +421,11 @@ class Prober:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            for p in list(self._pending.values()):
-                p.finish = None
-                if p.timer is not None:
-                    p.timer.cancel()
-                if p.expiry is not None:
-                    p.expiry.cancel()
-            self._pending.clear()
-            self._by_source.clear()
+            for call_id, p in list(self._pending.items()):
+                if p.from_run:      # probe() calls in flight finish on their own
+                    p.finish = None
+                    if p.end is not None:
+                        p.end(None, "", None, True)
             self.cpu_seconds += time.process_time() - cpu0
             self.close()
 
@@ -457,12 +455,17 @@ class Prober:
         except Exception as e:   # a health table's error ends the run, loudly
             self._fail_run(e)
             return
-        if not wants:
-            self._next(t, at, left)
-            return
-        self._status[t.uri].sent += 1
-        if t.transport == "udp" and t.address is not None and self._udp_ready(t.address):
-            self._udp_start(t, t.address, lambda *r: self._udp_done(t, at, left, *r))
+        try:
+            if not wants:
+                self._next(t, at, left)
+                return
+            self._status[t.uri].sent += 1
+            if t.transport == "udp" and t.address is not None and self._udp_ready(t.address):
+                self._udp_start(t, t.address, lambda *r: self._udp_done(t, at, left, *r),
+                                from_run=True)
+                return
+        except Exception as e:   # never a target that silently stops being probed
+            self._fail_run(e)
             return
         task = asyncio.ensure_future(self._probe(t, counted=True))
         self._tasks.add(task)
@@ -662,7 +665,8 @@ class Prober:
     def _udp_ready(self, address: str) -> bool:
         return (socket.AF_INET6 if ":" in address else socket.AF_INET) in self._udp
 
-    def _udp_start(self, t: ProbeTarget, address: str, finish: Callable[..., None]) -> None:
+    def _udp_start(self, t: ProbeTarget, address: str, finish: Callable[..., None],
+                   from_run: bool = False) -> None:
         """Send one OPTIONS over UDP (the socket of its family exists); exactly one
         ``finish(code, reason, latency, failed)`` follows: on the final response, on
         a send error or at the timeout (a local 408)."""
@@ -675,7 +679,7 @@ class Prober:
                              call_id)
         loop = asyncio.get_running_loop()
         source = (address, t.port)
-        p = self._pending[call_id] = _Pending(source, finish, time.monotonic())
+        p = self._pending[call_id] = _Pending(source, finish, time.monotonic(), from_run)
         self._by_source.setdefault(source, []).append(call_id)
 
         def end(code: Optional[int], reason: str, latency: Optional[float],
