@@ -166,3 +166,22 @@ def test_probe_once_and_stop_drops_in_flight():
     assert time.monotonic() - t0 < 1.0
     st = q.status()[0]
     assert (st.sent, st.failures, st.successes, st.state) == (1, 0, 0, "up")
+
+
+def test_mode_probing_follows_the_target_sets_cooldown():
+    """mode="probing": only targets whose cool-down is over (TargetSet state
+    "probing") are probed. Loopback only: nothing listens on ports 9 and 11."""
+    from sipedge import Target, TargetSet
+
+    now = [1000.0]
+    ts = TargetSet([Target("sip:127.0.0.1:9", 10, 1), Target("sip:127.0.0.1:11", 10, 1)],
+                   cooldown=60, clock=lambda: now[0])
+    ts.mark_failed("sip:127.0.0.1:9")
+    p = Prober.for_target_set(ts, interval=0.05, timeout=0.05, mode="probing", stagger=False)
+    asyncio.run(p.run(rounds=2))
+    assert [s.sent for s in p.status()] == [0, 0]          # out, cooling down; and up
+    now[0] += 61
+    assert ts.state("sip:127.0.0.1:9") == "probing"
+    asyncio.run(p.run(rounds=2))
+    assert [s.sent for s in p.status()] == [1, 0]          # probed once: failed, out again
+    assert ts.state("sip:127.0.0.1:9") == "out"
