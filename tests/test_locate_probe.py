@@ -1,7 +1,8 @@
 """SIP OPTIONS probing against real sipp UAS instances in namespaces this test creates.
 
 Topology: ``sbc`` (the prober) -- veth -- ``far`` (sipp UAS on 192.0.2.10-14,
-dnsmasq on 192.0.2.53), and ``sbc`` -- veth -- ``slow`` (a sipp UAS that
+dnsmasq on 192.0.2.53, a responder that answers only a retransmission on
+192.0.2.15), and ``sbc`` -- veth -- ``slow`` (a sipp UAS that
 answers 100 ms late with its own ``<pause>``); Kamailio with its tls module for
 OPTIONS over TLS. The netem test builds its own
 pair with ``tc qdisc ... netem delay 100ms`` (it needs the kernel's sch_netem).
@@ -26,6 +27,7 @@ from netns import Netns, link
 pytestmark = pytest.mark.netns
 
 OK, BUSY, SILENT, BACK, NOTSIP = "192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"
+LATE = "192.0.2.15"
 SLOW = "198.51.100.10"
 DELAY = 0.100
 #: latency estimate tolerance against the injected delay: the delay is a floor (the
@@ -53,6 +55,28 @@ while True:
     s.sendto(b"HTTP/1.1 400 Bad Request\r\n\r\n", peer)
 """
 
+#: answers an OPTIONS only when it arrives for the second time (a retransmission):
+#: prints how many copies of that Call-ID it has seen, one line per datagram
+SECOND_COPY = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 5060))
+s.settimeout(120)
+print("ready", flush=True)
+seen = {}
+while True:
+    data, peer = s.recvfrom(4096)
+    head = data.split(b"\r\n\r\n")[0].split(b"\r\n")
+    cid = [l for l in head if l.lower().startswith(b"call-id:")][0]
+    seen.setdefault(cid, []).append(time.monotonic())
+    print(len(seen[cid]), flush=True)
+    if len(seen[cid]) == 2:
+        via = [l for l in head if l.lower().startswith(b"via:")][0]
+        cseq = [l for l in head if l.lower().startswith(b"cseq:")][0]
+        s.sendto(b"SIP/2.0 200 OK\r\n" + via + b"\r\n" + cid + b"\r\n" + cseq +
+                 b"\r\nContent-Length: 0\r\n\r\n", peer)
+"""
+
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
@@ -67,7 +91,7 @@ def lab(tmp_path_factory):
             link(sbc, slow, "198.51.100.1/24", "198.51.100.2/24")
             fdev = far.exec("ip", "-o", "link", "show", "type", "veth").stdout.split(":")[1].strip()
             fdev = fdev.split("@")[0]
-            for a in (OK, BUSY, SILENT, BACK, NOTSIP, "192.0.2.53"):
+            for a in (OK, BUSY, SILENT, BACK, NOTSIP, LATE, "192.0.2.53"):
                 far.exec("ip", "addr", "add", f"{a}/32", "dev", fdev)
             far.exec("ip", "-6", "addr", "add", "2001:db8::10/128", "dev", fdev, "nodad")
             sdev = slow.exec("ip", "-o", "link", "show", "type", "veth").stdout.split(":")[1]
@@ -83,10 +107,14 @@ def lab(tmp_path_factory):
                                 stderr=subprocess.PIPE, text=True)
             procs.append(ns_proc)
             assert ns_proc.stdout.readline().strip() == "ready"
+            late = far.popen(sys.executable, "-c", SECOND_COPY, LATE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            procs.append(late)
+            assert late.stdout.readline().strip() == "ready"
             dns = Dnsmasq(far, "192.0.2.53", DOC_ZONE, work, domains=("example.test", "twilio.com"))
             procs.append(dns.proc)
             w = InNetns(sbc)
-            yield {"sbc": sbc, "far": far, "w": w, "work": work}
+            yield {"sbc": sbc, "far": far, "w": w, "work": work, "late": late}
         finally:
             for p in procs:
                 stop(p)
@@ -166,6 +194,21 @@ def test_mode_out_probes_only_out_targets(lab):
     prober.health.mark_failed(f"sip:{SILENT}")
     run(w, prober, 2)
     assert [s.sent for s in prober.status()] == [0, 2]
+
+
+def test_udp_retransmits_as_timer_e(lab):
+    """Over UDP the request is sent again after T1 = 0.5 s (same Call-ID); the answer to
+    the copy counts, and the latency runs from the first transmission."""
+    from sipedge.locate import Prober
+
+    w, late = lab["w"], lab["late"]
+    got = []
+    run(w, Prober([f"sip:{LATE}"], interval=5, timeout=2, stagger=False,
+                  on_result=got.append), 1)
+    assert [late.stdout.readline().strip() for _ in range(2)] == ["1", "2"]
+    r = got[0]
+    assert r.ok and r.code == 200
+    assert 0.5 <= r.latency < 0.5 + TOLERANCE, r.latency
 
 
 def test_name_targets_and_dns_failure_as_results(lab):
