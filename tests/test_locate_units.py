@@ -48,7 +48,9 @@ def test_as_uri():
 
 
 def test_resolver_validation():
-    for kw, msg in (({"timeout": 0}, "timeout"), ({"stale_for": -1}, "stale_for"),
+    for kw, msg in (({"timeout": 0}, "timeout"), ({"timeout": float("inf")}, "timeout"),
+                    ({"timeout": float("nan")}, "timeout"), ({"stale_for": float("inf")}, "finite"),
+                    ({"stale_for": -1}, "stale_for"),
                     ({"transports": ("sctp",)}, "transports"), ({"families": (5,)}, "families"),
                     ({"port": 70000}, "port")):
         with pytest.raises(InputError, match=msg):
@@ -109,8 +111,11 @@ def test_probe_target_of():
 def test_prober_validation():
     with pytest.raises(InputError, match="listed twice"):
         Prober(["sip:192.0.2.10", "sip:192.0.2.10"])
-    with pytest.raises(InputError, match="interval"):
-        Prober(["sip:192.0.2.10"], interval=0)
+    for bad in (0, -1, float("inf"), float("nan"), 86401):
+        with pytest.raises(InputError, match="interval"):
+            Prober(["sip:192.0.2.10"], interval=bad)
+    with pytest.raises(InputError, match="timeout"):
+        Prober(["sip:192.0.2.10"], timeout=float("inf"))
     with pytest.raises(InputError, match="mode"):
         Prober(["sip:192.0.2.10"], mode="some")
     with pytest.raises(InputError, match="belong to the health table"):

@@ -308,8 +308,9 @@ class Prober:
             dup = next(k for k in keys if keys.count(k) > 1)
             raise InputError(f"probe target {dup} is listed twice; keep one")
         for what, v in (("interval", interval), ("timeout", timeout)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise InputError(f"{what} {v!r} must be a number of seconds > 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 86400:
+                raise InputError(f"{what} {v!r} must be a number of seconds > 0 and at most "
+                                 "86400 (a day)")
         if mode not in MODES:
             raise InputError(f"mode {mode!r}: use one of {', '.join(MODES)}")
         if interval < TWILIO_MIN_INTERVAL:

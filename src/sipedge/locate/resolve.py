@@ -243,8 +243,12 @@ class Resolver:
                         ("retry_after", retry_after), ("negative_ttl", negative_ttl)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise InputError(f"{what} {v!r} must be a number of seconds >= 0")
-        if timeout <= 0:
-            raise InputError(f"timeout {timeout!r} must be > 0 seconds")
+        if not 0 < timeout <= 300:
+            raise InputError(f"timeout {timeout!r} must be > 0 and at most 300 seconds")
+        for what, v in (("stale_for", stale_for), ("retry_after", retry_after),
+                        ("negative_ttl", negative_ttl)):
+            if v == float("inf"):
+                raise InputError(f"{what} must be a finite number of seconds")
         bad = [t for t in transports if t not in SRV_PREFIX]
         if bad or not transports:
             raise InputError(f"transports {list(transports)!r}: use a non-empty list of udp, tcp, tls")
