@@ -400,6 +400,17 @@ def test_cli_probe(lab):
     p = sbc.exec(sys.executable, "-m", "sipedge", "probe", f"sip:{SILENT}", "--timeout", "0.3",
                  check=False, timeout=60)
     assert p.returncode == 6 and "out" in p.stdout and "408 timeout" in p.stdout
+    # --watch --json: one line a result, then the summary
+    p = sbc.exec(sys.executable, "-m", "sipedge", "probe", f"sip:{OK}", f"sip:{BUSY}",
+                 "--interval", "0.3", "--count", "2", "--reply-codes", "2xx", "--watch",
+                 "--json", check=False, timeout=60)
+    assert p.returncode == 6
+    *lines, summary = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert [t["state"] for t in summary["targets"]] == ["up", "out"]
+    assert sorted((x["uri"], x["code"], x["ok"]) for x in lines) == [
+        (f"sip:{OK}", 200, True), (f"sip:{OK}", 200, True),
+        (f"sip:{BUSY}", 503, False), (f"sip:{BUSY}", 503, False)]
+    assert [x["changed"] for x in lines if x["uri"] == f"sip:{BUSY}"] == [True, False]
 
 
 @pytest.mark.parametrize("args,code,msg", [

@@ -560,6 +560,9 @@ def _add_probe(sub) -> None:
                    help="consecutive successes that bring it back (default: 1)")
     p.add_argument("--each-address", action="store_true",
                    help="resolve each URI and probe every address it resolves to")
+    p.add_argument("--watch", action="store_true",
+                   help="also print each result as it comes, before the summary (with "
+                        "--json: one JSON object a line, the summary last)")
     _add_resolver_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_probe)
@@ -583,14 +586,30 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             targets.extend(resolver.resolve(u).destinations)
         else:
             targets.append(u)
+    def watch(r) -> None:
+        lat = None if r.latency is None else round(r.latency * 1000, 3)
+        if args.json:
+            print(json.dumps({"uri": r.target.uri, "address": r.address, "ok": r.ok,
+                              "code": r.code, "reason": r.reason, "latency_ms": lat,
+                              "state": r.state, "changed": r.changed}), flush=True)
+        else:
+            ms = "-" if lat is None else f"{lat:.2f} ms"
+            print(f"{r.target.uri} {r.address or '-'} {r.state}{' (changed)' if r.changed else ''}"
+                  f" {ms} {r.reason}", flush=True)
+
     prober = Prober(targets, interval=args.interval, timeout=args.timeout,
                     reply_codes=args.reply_codes, fail_threshold=args.fail_threshold,
-                    ok_threshold=args.ok_threshold, resolver=resolver, stagger=False)
+                    ok_threshold=args.ok_threshold, resolver=resolver, stagger=False,
+                    on_result=watch if args.watch else None)
     asyncio.run(prober.run(rounds=args.count))
     rows = [s.to_dict() for s in prober.status()]
     code = 0 if all(r["state"] == "up" for r in rows) else errors.EXIT_NO_TARGET
     if args.json:
-        _print_json({"interval": args.interval, "count": args.count, "targets": rows})
+        summary = {"interval": args.interval, "count": args.count, "targets": rows}
+        if args.watch:      # JSON lines throughout: the summary is the last line
+            print(json.dumps(summary))
+        else:
+            _print_json(summary)
         return code
     w_uri = max([len(r["uri"]) for r in rows] + [3])
     w_addr = max([len(r["address"] or "-") for r in rows] + [7])
