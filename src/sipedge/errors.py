@@ -28,6 +28,7 @@ EXIT_PERMISSION = 4
 EXIT_SYSTEM = 5
 EXIT_NO_TARGET = 6
 EXIT_DRIFT = 7
+EXIT_RESOLVE = 8
 
 
 class SipedgeError(Exception):
@@ -104,9 +105,6 @@ class DriftError(FirewallError):
     """The live firewall differs from the desired state."""
 
     exit_code = EXIT_DRIFT
-
-
-EXIT_RESOLVE = 8
 
 
 class ResolveError(SipedgeError, LookupError):
