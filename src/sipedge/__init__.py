@@ -22,6 +22,8 @@ from .errors import (
     URIError,
     OverrideError,
     SnapshotError,
+    ResolveError,
+    ProbeError,
 )
 
 # The other exports are imported on first use (PEP 562), so a command such as
@@ -43,6 +45,8 @@ _LAZY = {
     "termination_host": "twilio.catalog",
     "OriginationURI": "twilio.uri", "parse_uri": "twilio.uri",
     "Classifier": "classify", "Verdict": "classify",
+    "Resolver": "locate", "Resolution": "locate", "Destination": "locate",
+    "Prober": "locate", "ProbeTarget": "locate", "ProbeResult": "locate",
 }
 
 __all__ = [
@@ -75,6 +79,8 @@ __all__ = [
 ]
 
 __all__ += ["Classifier", "Verdict"]
+__all__ += ["ResolveError", "ProbeError", "Resolver", "Resolution", "Destination", "Prober",
+            "ProbeTarget", "ProbeResult"]
 
 
 def __getattr__(name: str) -> object:

@@ -18,6 +18,7 @@ EXIT_PERMISSION = 4
 EXIT_SYSTEM = 5
 EXIT_NO_TARGET = 6
 EXIT_DRIFT = 7
+EXIT_RESOLVE = 8
 
 #: exit code -> what it means; the CLI's --help prints this table
 EXIT_CODES = {
@@ -27,8 +28,9 @@ EXIT_CODES = {
     EXIT_INPUT: "bad input: allowlist, URI, capture file, address, snapshot",
     EXIT_PERMISSION: "permission: not root / no CAP_NET_ADMIN",
     EXIT_SYSTEM: "the system cannot do it: kernel support, namespace, netlink, lock held",
-    EXIT_NO_TARGET: "no usable target (every target out, no disaster-recovery URL)",
+    EXIT_NO_TARGET: "no usable target (every target out, no disaster-recovery URL; probe: a probed target is out)",
     EXIT_DRIFT: "drift: the live firewall differs from the desired state (firewall status)",
+    EXIT_RESOLVE: "DNS resolution failed: NXDOMAIN, SERVFAIL, timeout, records pointing nowhere",
 }
 
 
@@ -106,3 +108,14 @@ class DriftError(FirewallError):
     """The live firewall differs from the desired state."""
 
     exit_code = EXIT_DRIFT
+
+
+class ResolveError(SipedgeError, LookupError):
+    """A host name that could not be resolved (NXDOMAIN, SERVFAIL, timeout, records
+    pointing nowhere) and no last good answer young enough to keep using."""
+
+    exit_code = EXIT_RESOLVE
+
+
+class ProbeError(InputError):
+    """A probe configuration that cannot be used (e.g. an interval under Twilio's limit)."""
