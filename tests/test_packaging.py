@@ -131,7 +131,8 @@ def _strict_flags() -> list[str]:
 def test_csrc_cross_compiles_for_aarch64(tmp_path):
     require_tool("aarch64-linux-gnu-gcc")
     for c in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c"))):
-        _run(["aarch64-linux-gnu-gcc", "-O3", *_strict_flags(), "-Icsrc", "-c", c,
+        # -Werror as the project's own builds (SIPEDGE_WERROR=1 in the Makefile) use it
+        _run(["aarch64-linux-gnu-gcc", "-O3", *_strict_flags(), "-Werror", "-Icsrc", "-c", c,
               "-o", str(tmp_path / (os.path.basename(c) + ".o"))], cwd=ROOT)
 
 
