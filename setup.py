@@ -36,7 +36,8 @@ else:
     link = []
 
 STRICT = ["-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes",
-          "-Wmissing-prototypes", "-Wvla", "-D_GNU_SOURCE"] + (["-Werror"] if WERROR else [])
+          "-Wmissing-prototypes", "-Wvla", "-D_GNU_SOURCE"]
+WARNINGS_AS_ERRORS = ["-Werror"] if WERROR else []
 
 csrc = sorted(glob.glob("csrc/*.c"))
 libraries = []
@@ -46,7 +47,7 @@ if not NO_EXTENSIONS:
     from Cython.Build import cythonize
 
     libraries = [("sipedge_core", {"sources": csrc, "include_dirs": ["csrc"],
-                                   "cflags": opt + STRICT})]
+                                   "cflags": opt + STRICT + WARNINGS_AS_ERRORS})]
     pyx = sorted(glob.glob("src/sipedge/_*.pyx"))
     exts = [
         Extension(

@@ -190,7 +190,8 @@ def test_csrc_cross_compiles_for_aarch64(tmp_path):
     suite and tests/arch_digest.py under qemu-user)."""
     require_tool("aarch64-linux-gnu-gcc")
     for c in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c"))):
-        _run(["aarch64-linux-gnu-gcc", "-O3", *_strict_flags(), *AARCH64_FLAGS, "-Icsrc", "-c", c,
+        # -Werror as the project's own builds (SIPEDGE_WERROR=1 in the Makefile) use it
+        _run(["aarch64-linux-gnu-gcc", "-O3", *_strict_flags(), *AARCH64_FLAGS, "-Werror", "-Icsrc", "-c", c,
               "-o", str(tmp_path / (os.path.basename(c) + ".o"))], cwd=ROOT)
 
 
