@@ -252,6 +252,16 @@ int sx_ht_take(const sx_health *h, uint32_t i, double *nowp, double *wait)
         sx_ht_read(h, i, &r);
         if (!r.out)
             return 1;
+    } else {
+        /* tat never decreases: a refusal read without the lock is the refusal
+         * the lock would give, so a target at its limit costs no lock */
+        sx_ht_read(h, i, &r);
+        double now0 = sx_ht_now(nowp);
+        double t0 = r.tat > now0 ? r.tat : now0;
+        if (t0 - now0 > s->tau && !r.drained && !(r.out && now0 - r.out_since < h->cooldown)) {
+            *wait = t0 - s->tau - now0;
+            return 0;
+        }
     }
     double now = sx_ht_now(nowp);
     if (sx_ht_lock(h) < 0)

@@ -127,7 +127,9 @@ int sx_ht_set_drained(const sx_health *h, uint32_t i, int drained);
  * (restarts the cool-down so other workers keep skipping it).
  * Returns 1 taken, 0 refused (*wait set to the seconds until the rate limit
  * allows a call, or 0 when another worker claimed the trial), -1 lock error.
- * A target that is up with no rate limit is taken without any lock. */
+ * A target that is up with no rate limit is taken without any lock, and so is
+ * the refusal of a target at its limit (tat never decreases, so a refusal seen
+ * without the lock is the one the lock would give). */
 int sx_ht_take(const sx_health *h, uint32_t i, double *now, double *wait);
 
 #endif

@@ -324,7 +324,7 @@ def test_four_processes_never_exceed_30_cps_per_target(parent_core, table_path, 
     ws = [Proc.fork(ts), Proc.fork(ts), Proc.start(table_path, "rated", twin=_impl.NO_EXTENSIONS),
           Proc.start(table_path, "rated", twin=True)]
     procs.extend(ws)
-    budget = 20.0
+    budget = 45.0  # seconds; a loaded machine may stop a twin worker before 200k (reported)
     t0 = time.monotonic()
     for w in ws:
         w.send(op="rated", n=200_000, budget=budget)

@@ -155,6 +155,13 @@ class Table:
         if not rate > 0:
             if not self.read(i)[0]:
                 return True, 0.0
+        else:
+            # tat never decreases: a refusal read without the lock is final
+            rec = self.read(i)
+            t0 = rec[7] if rec[7] > now else now
+            if (t0 - now > self.tau[i] and not rec[1]
+                    and not (rec[0] and now - rec[4] < self.cooldown)):
+                return False, t0 - self.tau[i] - now
         self.lock()
         try:
             rec = list(self.read(i))
