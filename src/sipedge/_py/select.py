@@ -141,7 +141,7 @@ class Table:
     def set_drained(self, i: int, drained: bool) -> bool:
         self.lock()
         try:
-            rec = list(self.read(i))
+            rec: list[Any] = list(self.read(i))
             changed = rec[1] != int(bool(drained))
             if changed:
                 rec[1] = int(bool(drained))
@@ -157,14 +157,14 @@ class Table:
                 return True, 0.0
         else:
             # tat never decreases: a refusal read without the lock is final
-            rec = self.read(i)
-            t0 = rec[7] if rec[7] > now else now
-            if (t0 - now > self.tau[i] and not rec[1]
-                    and not (rec[0] and now - rec[4] < self.cooldown)):
+            seen = self.read(i)
+            t0 = seen[7] if seen[7] > now else now
+            if (t0 - now > self.tau[i] and not seen[1]
+                    and not (seen[0] and now - seen[4] < self.cooldown)):
                 return False, t0 - self.tau[i] - now
         self.lock()
         try:
-            rec = list(self.read(i))
+            rec: list[Any] = list(self.read(i))
             ok, wait = True, 0.0
             if rec[1] or (rec[0] and now - rec[4] < self.cooldown):
                 ok = False
@@ -247,6 +247,12 @@ def _score(x: int, weight: int) -> float:
     return weight / -math.log(((x >> 12) + 0.5) * 2.0 ** -52)
 
 
+def _raise_empty(code: int, wait: float) -> Any:
+    from ..errors import SelectionError
+    raise SelectionError("no usable target" if code == NONE else
+                         f"every usable target is at its rate limit (wait {wait:.3f} s)")
+
+
 class Core:
     """Targets (any objects) with priorities, weights, an RNG and a health table
     (a :class:`sipedge.select.health.HealthTable`, private or shared)."""
@@ -284,7 +290,7 @@ class Core:
         self._t = Table(table)
         self._clock = clock
         self._rng = Rng(seed)
-        self._on_empty = on_empty
+        self._on_empty: Callable[[int, float], Any] = on_empty or _raise_empty
         self._positions = dict(positions) if positions is not None else {}
         self._lock = threading.Lock()
 

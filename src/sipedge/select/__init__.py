@@ -382,8 +382,8 @@ class TargetSet:
                         self._by_addr[a].append(i)
         self._text_lock = threading.Lock()
         # the hot calls go straight to the core (no wrapper frame)
-        self.order = self._core.order
-        self.pick = self._core.pick
+        self.order = self._core.order  # type: ignore[method-assign]
+        self.pick = self._core.pick  # type: ignore[method-assign]
         _SETS.add(self)
 
     def _on_empty(self, code: int, wait: float) -> Any:
