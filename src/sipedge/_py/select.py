@@ -27,6 +27,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..select._common import NONE, LIMITED, STATES, key_bytes, parse_exclude
@@ -38,6 +39,19 @@ U32 = 0xFFFFFFFF
 
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
+_cores: "weakref.WeakSet[Core]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A lock held by another thread at fork() would never be released in the
+    child (that thread does not exist there): release what is held."""
+    for lk in [_file_locks_guard, *_file_locks.values(), *(c._lock for c in list(_cores))]:
+        if lk.locked():
+            lk.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def hash_key(key: Any) -> int:
@@ -293,6 +307,7 @@ class Core:
         self._on_empty: Callable[[int, float], Any] = on_empty or _raise_empty
         self._positions = dict(positions) if positions is not None else {}
         self._lock = threading.Lock()
+        _cores.add(self)
 
     def _check(self, i: int) -> None:
         if not 0 <= i < len(self._items):
