@@ -589,3 +589,24 @@ def test_rate_limit_passes_over_and_then_raises_with_the_wait(make):
         Target(A, 1, 1, cps=0)
     with pytest.raises(InputError, match="burst"):
         Target(A, 1, 1, cps=5, burst=0)
+
+
+def test_target_pickles_into_another_process():
+    """A Target sent to a worker (multiprocessing spawn) is rebuilt there:
+    its cached hash is the receiving process's, so set lookups keep working."""
+    import pickle
+    import subprocess
+    import sys
+
+    t = Target("sip:sbc1.example.com;lr", 10, 60, cps=30, burst=2, address="192.0.2.1")
+    assert pickle.loads(pickle.dumps(t)) == t
+    code = ("import pickle, sys\n"
+            "from sipedge.select import Target, TargetSet\n"
+            "t = pickle.loads(sys.stdin.buffer.read())\n"
+            "ts = TargetSet([Target('sip:sbc1.example.com;lr', 10, 60, cps=30, burst=2, "
+            "address='192.0.2.1')])\n"
+            "print(ts.index(t), hash(t) == hash(ts.targets[0]), repr(t))\n")
+    r = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(t), capture_output=True,
+                       timeout=60, env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split(" ", 2)[:2] == ["0", "True"]

@@ -211,6 +211,11 @@ class Target:
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
 
+    def __reduce__(self) -> tuple:
+        # rebuilt through __init__ in the receiving process (str hashes differ per process)
+        return (_target, (str(self.uri), self.priority, self.weight, self.enabled, self.cps,
+                          self.burst, self.address))
+
     @property
     def destination(self) -> str:
         """Where to send: ``sip:HOST:PORT;transport=T`` (Kamailio ``$du``, an
@@ -243,6 +248,11 @@ class Target:
         if self.address is not None:
             extra += f", address={self.address!r}"
         return f"Target({str(self.uri)!r}, priority={self.priority}, weight={self.weight}{extra})"
+
+
+def _target(uri: str, priority: int, weight: int, enabled: bool, cps: Optional[float],
+            burst: int, address: Optional[str]) -> Target:
+    return Target(uri, priority, weight, enabled, cps=cps, burst=burst, address=address)
 
 
 def _destination(u: OriginationURI) -> tuple:
