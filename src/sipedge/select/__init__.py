@@ -319,13 +319,15 @@ class TargetSet:
     clock: the default ``time.monotonic`` is system-wide). ``table``: None for
     health private to this process, or a name/path of a shared table
     (:mod:`sipedge.select.health`); every process opening it must give the same
-    targets and settings.
+    targets and settings. ``table_mode``: permissions of a table file this set
+    creates (default 0600; 0o660 to share it with a group).
     """
 
     def __init__(self, targets: Iterable[Target], *, dr_url: Optional[str] = None,
                  fail_threshold: int = 1, ok_threshold: int = 1, cooldown: float = 30.0,
                  seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
-                 table: Union[str, "os.PathLike[str]", None] = None) -> None:
+                 table: Union[str, "os.PathLike[str]", None] = None,
+                 table_mode: int = 0o600) -> None:
         tl = list(targets)
         pos: dict[tuple, int] = {}
         for i, t in enumerate(tl):
@@ -366,7 +368,7 @@ class TargetSet:
         if table is None:
             self.table = HealthTable.private(len(tl), **settings)
         else:
-            self.table = HealthTable.open(table, len(tl), **settings)
+            self.table = HealthTable.open(table, len(tl), mode=table_mode, **settings)
         names = ", ".join(map(str, tl))
         self._names = names
         positions: dict[Any, int] = {t: i for i, t in enumerate(tl)}
