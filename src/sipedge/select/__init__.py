@@ -94,7 +94,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .. import _impl
 from ..errors import DisasterRecovery, InputError, RateLimited, SelectionError, URIError
@@ -102,7 +102,10 @@ from ..twilio import catalog
 from ..twilio.uri import OriginationURI, parse_uri
 from .health import HealthTable
 
-_core = _impl.load("select")
+if TYPE_CHECKING:  # the native module's stub describes both implementations
+    from .. import _select as _core
+else:
+    _core = _impl.load("select")
 
 #: SIP final responses after which Twilio does NOT try the next URI (plus every 6xx).
 NO_FAILOVER_CODES = frozenset({400, 404, 405, 410, 416, 482, 484, 486})
