@@ -35,7 +35,9 @@ from .errors import (
 if TYPE_CHECKING:
     from .allowlist import Allowlist, Entry, Match, PortRange
     from .classify import Classifier, Verdict
-    from .select import Attempt, Target, TargetSet, should_failover, termination_order
+    from .select import (Attempt, Target, TargetSet, counts_against_health, should_failover,
+                         termination_order)
+    from .select.health import HealthTable
     from .twilio.catalog import termination_host
     from .twilio.overrides import Overrides
     from .twilio.uri import OriginationURI, parse_uri

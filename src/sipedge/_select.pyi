@@ -4,7 +4,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union, final
 from .select.health import HealthTable
 
 STATES: tuple[str, str, str, str, str]
-_Exclude = Union[str, Iterable[Any], int, None]
+_Exclude = Any  # str from TargetSet.tried(), targets, indices or None
 
 def mix64(z: int) -> int: ...
 def hash_bytes(data: bytes) -> int: ...

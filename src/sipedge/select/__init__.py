@@ -309,6 +309,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_parent=_after_fork_parent, after_in_child=_after_fork_child)
 
 Lookup = Union["Target", OriginationURI, str, int]
+#: a sticky key: a Call-ID as str (UTF-8), bytes, or int (its decimal text)
+Key = Union[str, bytes, int, None]
+#: what pick(exclude=) takes: the string from TargetSet.tried(), or targets / indices
+Exclude = Union[str, Iterable[Lookup], "Target", int, None]
 
 
 class TargetSet:
@@ -366,12 +370,15 @@ class TargetSet:
             [f"v1 {fail_threshold} {ok_threshold} {float(cooldown)!r}"]
             + [f"{t.uri} {t.priority} {t.weight} {int(t.enabled)} {t.cps!r} {t.burst}" for t in tl])
         self.fingerprint = _core.hash_bytes(fp_text.encode())
-        settings = dict(fingerprint=self.fingerprint, fail_threshold=fail_threshold,
-                        ok_threshold=ok_threshold, cooldown=float(cooldown), limits=limits)
         if table is None:
-            self.table = HealthTable.private(len(tl), **settings)
+            self.table = HealthTable.private(
+                len(tl), fingerprint=self.fingerprint, fail_threshold=fail_threshold,
+                ok_threshold=ok_threshold, cooldown=float(cooldown), limits=limits)
         else:
-            self.table = HealthTable.open(table, len(tl), mode=table_mode, **settings)
+            self.table = HealthTable.open(
+                table, len(tl), fingerprint=self.fingerprint, fail_threshold=fail_threshold,
+                ok_threshold=ok_threshold, cooldown=float(cooldown), limits=limits,
+                mode=table_mode)
         names = ", ".join(map(str, tl))
         self._names = names
         positions: dict[Any, int] = {t: i for i, t in enumerate(tl)}
@@ -448,13 +455,13 @@ class TargetSet:
 
     # ------------------------------------------------------------- selection
     # (instances bind these straight to the core; these definitions document them)
-    def order(self, key: Any = None) -> list[Target]:  # type: ignore[no-redef]
+    def order(self, key: Key = None) -> list[Target]:  # type: ignore[no-redef]
         """Every usable target in failover order (one draw per place); with
         *key* the call's own order (the same in every process). Rate limits are
         not consulted. Nothing usable: raises like :meth:`pick`."""
         return self._core.order(key)  # type: ignore[no-any-return]
 
-    def pick(self, key: Any = None, exclude: Any = None) -> Target:  # type: ignore[no-redef]
+    def pick(self, key: Key = None, exclude: Exclude = None) -> Target:  # type: ignore[no-redef]
         """The target for a new call: the first of :meth:`order` (of
         ``order(key)`` with *key*) that is not in *exclude* (the string from
         :meth:`tried`, or targets/indices) and is under its rate limit.
