@@ -647,7 +647,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if needs_dns:
         resolver = _resolver(args)
     for u in args.uri:
-        if args.each_address and not _numeric_host(u):
+        if resolver is not None and args.each_address and not _numeric_host(u):
             targets.extend(resolver.resolve(u).destinations)
         else:
             targets.append(u)

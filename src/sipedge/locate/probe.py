@@ -392,8 +392,8 @@ class Prober:
         self._done = loop.create_future()
         self._failure = None
         self._active = len(self.targets)
-        self._timers: set = set()
-        self._tasks: set = set()
+        self._timers = set()
+        self._tasks = set()
         cpu0 = time.process_time()
         try:
             for fam in {socket.AF_INET6 if ":" in t.address else socket.AF_INET
