@@ -387,6 +387,7 @@ class TargetSet:
             [_core.hash_bytes(str(t).encode()) for t in tl], self.table,
             seed=seed, clock=clock, on_empty=self._on_empty, positions=positions)
         # lookups without a re-parse: URI text as given, destination, source address
+        self._by_id: dict[int, int] = {id(t): i for i, t in enumerate(tl)}
         self._by_text: dict[str, int] = {}
         self._by_dest: dict[str, int] = {}
         self._by_addr: dict[str, list[int]] = {}
@@ -481,6 +482,9 @@ class TargetSet:
         """Position of *target* (a Target of this set, its index, or a URI in
         any spelling of the same destination; text seen once is not parsed again)."""
         if isinstance(target, Target):
+            i = self._by_id.get(id(target))
+            if i is not None and self._targets[i] is target:
+                return i  # one of this set's own Target objects: no hashing, no parse
             i = self._core_positions_get(target)
             if i is not None:
                 return i
