@@ -8,7 +8,7 @@ child. It reads one JSON command a line and answers one JSON line:
   {"op": "picks", "n": N, "key": bool}    -> {uri: count, "limited": k, "dr": k}
   {"op": "fail"|"ok"|"drain"|"undrain"|"state", "uri": U} -> the method's result
   {"op": "korder", "key": K}  /  {"op": "kpick", "key": K, "exclude": S} -> URIs
-  {"op": "rated", "n": N, "budget": S}    -> {"calls": [[t_after, target index], ...]
+  {"op": "rated", "n": N, "budget": S}    -> {"calls": [[t_before, t_after, target], ...]
         of the picks that went through, "picks": how many were made} (at most N
         picks in at most S seconds)
   {"op": "churn"}                         -> prints "started", then updates the
@@ -74,13 +74,14 @@ def handle(ts: TargetSet, cmd: dict, out) -> object:
         pick, index, mono = ts.pick, ts.index, time.monotonic
         done = 0
         for done in range(1, cmd["n"] + 1):
+            before = mono()
             try:
                 t = pick()
             except errors.RateLimited:
-                if mono() > end:
+                if before > end:
                     break
                 continue
-            got.append([mono(), index(t)])
+            got.append([before, mono(), index(t)])
         return {"calls": got, "picks": done}
     if op == "churn":
         out.write("\"started\"\n")
