@@ -141,3 +141,23 @@ def test_help_states_the_rule():
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
     assert "weight / sum of the usable positive weights" in text and "[0, S]" in text
+
+
+def test_table_shared_with_a_worker_built_by_the_library(capsys, tmp_path):
+    """An operator's `sipedge select --table` opens the table a worker made with
+    the library defaults (cool-down 30, thresholds 1): the drain reaches it."""
+    from sipedge.select import Target, TargetSet
+
+    table = str(tmp_path / "worker")
+    worker = TargetSet([Target("sip:sbc1.example.com", 10, 60), Target("sip:sbc2.example.com", 10, 20)],
+                       table=table)
+    assert main(["select", "--target", "sip:sbc1.example.com,10,60", "--target",
+                 "sip:sbc2.example.com,10,20", "--table", table, "--drain", "sip:sbc1.example.com",
+                 "--picks", "0"]) == 0
+    capsys.readouterr()
+    assert worker.state("sip:sbc1.example.com") == "drained"
+    assert {str(worker.pick()) for _ in range(100)} == {"sip:sbc2.example.com"}
+    # other settings than the worker's: refused, naming the file
+    assert main(["select", "--target", "sip:sbc1.example.com,10,60", "--target",
+                 "sip:sbc2.example.com,10,20", "--table", table, "--cooldown", "5"]) == 3
+    assert table in capsys.readouterr().err

@@ -381,6 +381,14 @@ def _add_select(sub) -> None:
     p.add_argument("--table", metavar="NAME",
                    help="shared health table: a name (/dev/shm/sipedge-NAME) or a path; "
                         "default: private to this run")
+    p.add_argument("--cooldown", type=float, metavar="SECONDS",
+                   help="cool-down of an out target (default: 30 with --table, the library's "
+                        "default; without --table no cool-down ends during the run)")
+    p.add_argument("--fail-threshold", type=int, default=1, metavar="N",
+                   help="consecutive failures that put a target out (default: 1)")
+    p.add_argument("--ok-threshold", type=int, default=1, metavar="N",
+                   help="consecutive successes that bring it back (default: 1); with --table, "
+                        "targets, cps and these settings must be the workers' own")
     p.add_argument("--seed", type=int, metavar="S",
                    help="seed 0..2**64-1 for reproducible picks (default: random, printed)")
     p.add_argument("--dr-url", metavar="URL", help="disaster-recovery URL used when every target is out")
@@ -412,10 +420,15 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if not 0 <= args.picks <= 100_000_000:
         raise errors.InputError(f"--picks {args.picks} is out of range 0-100000000")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
-    ts = TargetSet(targets, dr_url=args.dr_url, seed=seed, cooldown=float("inf"),
+    cooldown = args.cooldown
+    if cooldown is None:
+        cooldown = 30.0 if args.table else float("inf")
+    ts = TargetSet(targets, dr_url=args.dr_url, seed=seed, cooldown=cooldown,
+                   fail_threshold=args.fail_threshold, ok_threshold=args.ok_threshold,
                    table=args.table)
     for uri in args.fail:
-        ts.mark_failed(uri)  # fail_threshold is 1: out at once, and no cool-down in this run
+        for _ in range(args.fail_threshold):  # out at once
+            ts.mark_failed(uri)
     for uri in args.drain:
         ts.drain(uri)
     for uri in args.undrain:
