@@ -18,6 +18,9 @@ from .errors import (
     FirewallError,
     InputError,
     SelectionError,
+    DisasterRecovery,
+    RateLimited,
+    HealthTableError,
     SipedgeError,
     URIError,
     OverrideError,
@@ -32,7 +35,9 @@ from .errors import (
 if TYPE_CHECKING:
     from .allowlist import Allowlist, Entry, Match, PortRange
     from .classify import Classifier, Verdict
-    from .select import Attempt, Target, TargetSet, should_failover, termination_order
+    from .select import (Attempt, Target, TargetSet, counts_against_health, should_failover,
+                         termination_order)
+    from .select.health import HealthTable
     from .twilio.catalog import termination_host
     from .twilio.overrides import Overrides
     from .twilio.uri import OriginationURI, parse_uri
@@ -42,6 +47,7 @@ _LAZY = {
     "Overrides": "twilio.overrides",
     "Attempt": "select", "Target": "select", "TargetSet": "select", "should_failover": "select",
     "termination_order": "select",
+    "counts_against_health": "select", "HealthTable": "select.health",
     "termination_host": "twilio.catalog",
     "OriginationURI": "twilio.uri", "parse_uri": "twilio.uri",
     "Classifier": "classify", "Verdict": "classify",
@@ -79,6 +85,8 @@ __all__ = [
 ]
 
 __all__ += ["Classifier", "Verdict"]
+__all__ += ["counts_against_health", "HealthTable", "DisasterRecovery", "RateLimited",
+            "HealthTableError"]
 __all__ += ["ResolveError", "ProbeError", "Resolver", "Resolution", "Destination", "Prober",
             "ProbeTarget", "ProbeResult"]
 

@@ -25,10 +25,10 @@ EXIT_CODES = {
     EXIT_OK: "success (firewall apply: applied, or nothing to change)",
     EXIT_INTERNAL: "unexpected internal error (a bug: please report it)",
     EXIT_USAGE: "usage error (bad command-line arguments)",
-    EXIT_INPUT: "bad input: allowlist, URI, capture file, address, snapshot",
+    EXIT_INPUT: "bad input: allowlist, URI, capture file, address, snapshot, health table",
     EXIT_PERMISSION: "permission: not root / no CAP_NET_ADMIN",
     EXIT_SYSTEM: "the system cannot do it: kernel support, namespace, netlink, lock held",
-    EXIT_NO_TARGET: "no usable target (every target out, no disaster-recovery URL; probe: a probed target is out)",
+    EXIT_NO_TARGET: "no usable target (every target out, drained or at its call-rate limit; probe: a probed target is out)",
     EXIT_DRIFT: "drift: the live firewall differs from the desired state (firewall status)",
     EXIT_RESOLVE: "DNS resolution failed: NXDOMAIN, SERVFAIL, timeout, records pointing nowhere",
 }
@@ -78,6 +78,29 @@ class SelectionError(SipedgeError, LookupError):
     """No target can be chosen."""
 
     exit_code = EXIT_NO_TARGET
+
+
+class DisasterRecovery(SelectionError):
+    """No target is usable and the set has a disaster-recovery URL: ``.url``
+    (Twilio's TwiML webhook for when every origination URI failed)."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RateLimited(SelectionError):
+    """Every usable target is at its call-rate limit: ``.wait`` is the number of
+    seconds until the first of them takes a call again."""
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+class HealthTableError(InputError):
+    """A shared health table file that cannot be used: another layout, another
+    target list or settings, or a file that cannot be created or mapped."""
 
 
 class FirewallError(SipedgeError, RuntimeError):

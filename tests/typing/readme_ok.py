@@ -29,14 +29,17 @@ def where_calls_go(call_id: str) -> None:
     ts = sipedge.TargetSet([sipedge.Target("sip:sbc1.example.com;edge=dublin", priority=10, weight=60),
                             sipedge.Target("sip:sbc2.example.com", priority=10, weight=20),
                             sipedge.Target("sip:sbc3.example.com", priority=10, weight=20)])
-    assert_type(ts.order(), list[Union[sipedge.Target, str]])
+    assert_type(ts.order(), list[sipedge.Target])
     t = ts.pick(key=call_id)
-    assert_type(t, Union[sipedge.Target, str])
-    if isinstance(t, sipedge.Target):
-        assert_type(ts.mark_failed(t), bool)
-        assert_type(ts.mark_ok(t), bool)
-        assert_type(t.priority, int)
+    assert_type(t, sipedge.Target)
+    assert_type(ts.pick(key=call_id, exclude=ts.tried(t)), sipedge.Target)
+    assert_type(t.destination, str)
+    assert_type(ts.mark_failed(t), bool)
+    assert_type(ts.mark_ok(t), bool)
+    assert_type(ts.drain(t), bool)
+    assert_type(t.priority, int)
     assert_type(sipedge.should_failover(486), bool)
+    assert_type(sipedge.counts_against_health(503), bool)
 
 
 def what_traffic_is_whose(frame_bytes: bytes, al: sipedge.Allowlist) -> None:
