@@ -189,7 +189,13 @@ class Lab:
         if kind == "ok":
             args = ["-sf", os.path.join(SIPP_DIR, "uas_ok.xml")]
         else:
-            args = ["-sf", os.path.join(SIPP_DIR, "uas_refuse.xml"), "-key", "code", kind]
+            if not (kind.isdigit() and 300 <= int(kind) <= 699):
+                raise ValueError(f"backend kind {kind!r}: use ok, silent or a final code 300-699")
+            with open(os.path.join(SIPP_DIR, "uas_refuse.xml")) as f:
+                xml = f.read().replace("@CODE@", kind)
+            with open(os.path.join(d, "uas_refuse.xml"), "w") as f:
+                f.write(xml)
+            args = ["-sf", os.path.join(d, "uas_refuse.xml")]
         out = open(os.path.join(d, "sipp.out"), "w")
         p = self.ns.popen("sipp", *args, "-i", "127.0.0.1", "-p", str(self.port(i)),
                           "-trace_counts", "-fd", "1", "-nostdin", "-max_socket", "4096",
@@ -324,34 +330,57 @@ class Lab:
         pids = [self.kam.pid] + _children(self.kam.pid)
         return sum(_proc_cpu(p) for p in pids)
 
-    def counts(self, i: int, after: Optional[float] = None, seconds: float = 5) -> dict:
-        """The last line of backend *i*'s sipp counts file as {column: int},
-        waiting (bounded) for a line written after time.time() *after*."""
+    def count_lines(self, i: int) -> list:
+        """Every line of backend *i*'s sipp counts file (written each second)
+        as {column: int, "_time": epoch seconds}."""
         d = self.uas_dir.get(i)
         if d is None:
+            return []
+        files = [f for f in os.listdir(d) if f.endswith("_counts.csv")]
+        if not files:
+            return []
+        with open(os.path.join(d, files[0])) as f:
+            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        if len(lines) < 2:
+            return []
+        head = lines[0].split(";")
+        rows = []
+        for ln in lines[1:]:
+            vals = ln.split(";")
+            try:
+                # the first field is "date<TAB>time<TAB>EPOCH"
+                row = {"_time": float(vals[0].split("\t")[-1])}
+            except ValueError:
+                continue
+            for k, v in zip(head[2:], vals[2:]):
+                if v.strip().isdigit():
+                    row[k] = int(v)
+            rows.append(row)
+        return rows
+
+    def counts(self, i: int, after: Optional[float] = None, seconds: float = 5) -> dict:
+        """The latest counts of backend *i*, waiting (bounded) for a line
+        written after time.time() *after*."""
+        if i not in self.uas_dir:
             return {}
         got: dict = {}
 
         def read() -> bool:
-            files = [f for f in os.listdir(d) if f.endswith("_counts.csv")]
-            if not files:
+            rows = self.count_lines(i)
+            if not rows:
                 return False
-            with open(os.path.join(d, files[0])) as f:
-                lines = [ln for ln in f.read().splitlines() if ln.strip()]
-            if len(lines) < 2:
-                return False
-            head = lines[0].split(";")
-            vals = lines[-1].split(";")
-            # the third field starts with the epoch time: "date\ttime\tEPOCH"
-            stamp = float(vals[0].split("\t")[-1])
             got.clear()
-            for k, v in zip(head[2:], vals[2:]):
-                if v.strip().isdigit():
-                    got[k] = int(v)
-            got["_time"] = stamp
-            return after is None or stamp > after
+            got.update(rows[-1])
+            return after is None or got["_time"] > after
         self._wait(read, seconds, f"backend {i}'s counts after the run")
         return got
+
+    def counts_at(self, i: int, t: float) -> dict:
+        """The first counts line of backend *i* written at or after time *t*."""
+        for row in self.count_lines(i):
+            if row["_time"] >= t:
+                return row
+        return {}
 
     def invites(self, i: int, after: Optional[float] = None) -> int:
         c = self.counts(i, after)

@@ -32,10 +32,21 @@ def mod_init():
         for p in reversed(path.split(":")):
             if p and p not in sys.path:
                 sys.path.insert(0, p)
-    from sipedge.integrations.kamailio import KamailioRouter
-
-    router = KamailioRouter.from_file(_define("TARGETS_FILE"), KSR,
-                                      state_file=_define("STATE_FILE"))
+    try:
+        from sipedge.errors import SipedgeError
+        from sipedge.integrations.kamailio import KamailioRouter
+    except ImportError as e:
+        KSR.err(f"sipedge: cannot import sipedge in {sys.executable} ({e}); set "
+                "SIPEDGE_PATH to a venv's site-packages made from /usr/bin/python3 "
+                "(see contrib/kamailio/README.md)\n")
+        return None
+    try:
+        router = KamailioRouter.from_file(_define("TARGETS_FILE"), KSR,
+                                          state_file=_define("STATE_FILE"))
+    except SipedgeError as e:
+        # one line naming the file and the fix; Kamailio then refuses to start
+        KSR.err(f"sipedge: {e}\n")
+        return None
     return kamailio(router)
 
 

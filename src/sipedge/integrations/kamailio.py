@@ -65,6 +65,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
+from .._impl import implementation
 from ..errors import InputError, SelectionError
 from ..select import Target, TargetSet, should_failover, termination_order
 from ..uri import parse_uri
@@ -640,7 +641,8 @@ class KamailioRouter:
             return
         tmp = f"{self.state_file}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump({"gen": self.health.get("gen"), "targets": rows}, f)
+            json.dump({"gen": self.health.get("gen"), "pid": os.getpid(),
+                       "implementation": implementation()["select"], "targets": rows}, f)
         os.replace(tmp, self.state_file)
         self._state_written = rows
         self._last_state_write = now
