@@ -257,6 +257,18 @@ class Lab:
         if self.kam.poll() is not None:
             raise RuntimeError(f"kamailio exited with {self.kam.returncode}: {self._tail(self.log)}")
 
+    def drain(self, i: int, on: bool = True) -> None:
+        """Drain target *i* the way each config does it: sipedge, the targets
+        file's ``drain = true``; the dispatcher, ``kamcmd dispatcher.set_state``."""
+        if self.mode == "sipedge":
+            flags = [bool(t["state"] == "drained") for t in self.state().get("targets", [])]
+            flags = (flags + [False] * len(self.weights))[:len(self.weights)]
+            flags[i] = on
+            self.write_targets(drain=flags)
+        else:
+            subprocess.run(["kamcmd", "-s", self.ctl, "dispatcher.set_state", "i" if on else "a",
+                            "1", self.uri(i)], check=True, capture_output=True, timeout=10)
+
     def _listening(self, proto: str, port: int) -> bool:
         assert self.ns is not None
         r = self.ns.exec("ss", "-Hln" + ("u" if proto == "udp" else "t"), f"sport = :{port}",
@@ -405,7 +417,7 @@ class Lab:
             max_seconds = calls / rate + 15 + hold_ms / 1000
         args = ["sipp", "-sf", os.path.join(SIPP_DIR, "uac.xml"), "-i", "127.0.0.1",
                 "-p", str(UAC_PORT), f"127.0.0.1:{PROXY_PORT}", "-s", "sipedge",
-                "-r", str(rate), "-m", str(calls), "-d", str(hold_ms), "-l", str(max(1000, rate * 20)),
+                "-r", f"{rate:g}", "-m", str(int(calls)), "-d", str(hold_ms), "-l", str(int(max(1000, rate * 20))),
                 "-trace_rtt", "-rtt_freq", "1", "-nostdin", "-max_socket", "4096",
                 "-timeout", f"{int(max_seconds)}s", "-timeout_error"]
         run = UacRun(self, d, args, rate, calls, max_seconds)

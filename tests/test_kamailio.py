@@ -274,7 +274,7 @@ def test_drain_takes_no_new_calls_and_lets_calls_finish(lab_factory):
     lab._wait(lambda: lab.counts_at(0, 0) and lab.count_lines(0)[-1].get("1_INVITE_Recv", 0) > 150,
               10, "calls on backend 0")
     t_drain = time.time()
-    lab.write_targets(drain=[True, False, False])
+    lab.drain(0)                         # drain = true in the targets file
     lab.wait_state(0, "drained", 3)
     res = run.result()
     assert (res.completed, res.failed) == (1000, 0)
