@@ -1,34 +1,37 @@
-/* RFC 2782 weighted-priority selection with health state (sipedge.select).
+/* Weighted-priority selection over a health table (sipedge.select).
  *
- * Targets are numbered 0..n-1 in the order the caller gave them. The set is
- * split into priority groups (ascending priority). Inside a group the members
- * are listed with the weight-0 targets first, then the others, each part in
- * the caller's order: the list RFC 2782 walks.
+ * Targets are numbered 0..n-1 in the order the caller gave them. They are
+ * split into priority groups (ascending priority). Inside a group the listing
+ * is: the positive-weight targets in the caller's order, then the weight-0
+ * ones in the caller's order. Only usable targets take part (enabled, not
+ * drained, up or out with the cool-down over: see health.h).
  *
- * order(): for each group, over its usable members, repeat until none is left:
- *   S = sum of the remaining weights; r = sx_rng_uniform(S) (in [0, S]);
- *   take the first remaining member whose running sum is >= r.
- * A group with one usable member left takes it without a draw. Groups of more
- * than SX_SEL_SMALL members use a Fenwick tree (O(m log m)); the draws and the
- * result are the same as the plain scan (r == 0 takes the first remaining
- * member: the next weight-0 one if any is left, else the first positive one).
+ * Unkeyed order (the shares Twilio documents): for each group, while a
+ * positive-weight candidate is left: S = sum of their weights,
+ * r = sx_rng_uniform(S - 1) (uniform in [0, S), both exact integers), take the
+ * first candidate whose running sum is > r; so a target comes next with
+ * probability w / S exactly (RFC 2782's prose draws in [0, S] inclusive,
+ * which gives the first listed an extra 1/(S+1): not used). A single
+ * candidate left is taken without a draw. Then the weight-0 candidates:
+ * while more than one is left, j = sx_rng_uniform(left - 1), take the j-th.
+ * So weight 0 never takes a share from a positive weight (Go's net package
+ * also puts them last) and weight-0-only groups split evenly. Groups with
+ * more than SX_SEL_SMALL positive candidates use a Fenwick tree for order();
+ * the draws and the result are the same as the plain scan.
  *
- * first(): the first step of order() only (same single draw, if any).
+ * Keyed order (a call's failover sequence from its key hash, the same in any
+ * process): per group, the positive-weight candidates by descending score
+ * w / -ln(u), u = ((x >> 12) + 0.5) / 2^52, x = mix64(key ^ salt_i) (weighted
+ * rendezvous hashing: first place with probability w / S over keys, and when
+ * a target goes out only its keys move), ties to the earlier listed; then the
+ * weight-0 ones by descending x, ties to the earlier listed.
  *
- * sticky(key hash): weighted rendezvous hashing inside the first group with a
- * usable member: x_i = mix64(key ^ salt_i), u_i = ((x_i >> 12) + 0.5) / 2^52,
- * score_i = w_i / -log(u_i); highest score wins, the earlier member on a tie.
- * Weight-0 members are used only when no positive-weight member of the group
- * is usable; among them the highest x_i wins.
- *
- * Health (Kamailio dispatcher style): fail_threshold consecutive failures put
- * a target out; while out it is skipped until cooldown seconds have passed
- * since its last failure, then it is offered again ("probing"); a failure
- * while out restarts the cool-down; ok_threshold consecutive successes put it
- * back. A disabled target is never offered.
+ * pick (unkeyed or keyed): walks the same order lazily, skipping targets in
+ * the caller's exclude set, and returns the first one sx_ht_take() accepts
+ * (rate limit, single trial call of a target whose cool-down is over).
  *
  * No function here is thread safe by itself: the caller serialises calls on
- * one sx_sel (the Cython binding holds the GIL or a critical section).
+ * one sx_sel (the RNG); the table itself is safe across processes.
  */
 #ifndef SIPEDGE_SELECT_H
 #define SIPEDGE_SELECT_H
@@ -36,31 +39,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "rng.h"
 
 #define SX_SEL_SMALL 32
 
-enum { SX_UP = 0, SX_OUT = 1, SX_PROBING = 2, SX_DISABLED = 3 };
+enum { SX_UP = 0, SX_OUT = 1, SX_PROBING = 2, SX_DISABLED = 3, SX_DRAINED = 4 };
+enum { SX_NONE = -1, SX_LIMITED = -2, SX_LOCKERR = -3 };
 
 typedef struct {
     uint32_t n;
     uint32_t ngroups;
-    uint32_t *order;      /* n target indices, group after group */
+    uint32_t *order;      /* n target indices, group after group (see above) */
     uint32_t *gstart;     /* ngroups + 1 offsets into order */
+    uint32_t *gzero;      /* ngroups offsets: where each group's weight-0 part starts */
     uint16_t *priority;   /* by target index */
     uint16_t *weight;
     uint8_t *enabled;
     uint64_t *salt;
-    uint8_t *out;         /* health, by target index */
-    uint32_t *fail_run;
-    uint32_t *ok_run;
-    double *out_since;
-    uint64_t *fails;      /* totals since creation */
-    uint64_t *oks;
-    uint32_t n_out;
-    uint32_t fail_threshold;
-    uint32_t ok_threshold;
-    double cooldown;
     sx_rng rng;
 } sx_sel;
 
@@ -72,20 +68,23 @@ void sx_sel_set(sx_sel *s, uint32_t i, uint16_t priority, uint16_t weight, int e
 /* Build the groups after every sx_sel_set. 0 on success, -1 on OOM. */
 int sx_sel_finish(sx_sel *s);
 
-/* Words of uint64_t scratch that order()/first() need for n targets. */
+/* Words of uint64_t scratch that order/pick need for n targets. */
 size_t sx_sel_work_words(uint32_t n);
 
-/* Writes the usable targets in failover order to out (room for n); returns the count. */
-uint32_t sx_sel_order(sx_sel *s, double now, uint32_t *out, uint64_t *work);
-/* The first target of the failover order, or -1 when none is usable. */
-int64_t sx_sel_first(sx_sel *s, double now);
-/* Sticky choice for a key hash, or -1 when none is usable. */
-int64_t sx_sel_sticky(const sx_sel *s, double now, uint64_t key);
+/* The usable targets in failover order into out (room for n); returns the count.
+ * Rate limits are not consulted and nothing is claimed. */
+uint32_t sx_sel_order(sx_sel *s, const sx_health *h, double now, uint32_t *out, uint64_t *work);
+uint32_t sx_sel_order_key(const sx_sel *s, const sx_health *h, double now, uint64_t key,
+                          uint32_t *out, uint64_t *work);
 
-int sx_sel_usable(const sx_sel *s, uint32_t i, double now);
-int sx_sel_state(const sx_sel *s, uint32_t i, double now);
-/* Record a failure/success of target i; returns 1 when it went out/back in. */
-int sx_sel_mark_failed(sx_sel *s, uint32_t i, double now);
-int sx_sel_mark_ok(sx_sel *s, uint32_t i);
+/* One target for a new call: the first of the (keyed when haskey) order that
+ * is not excluded (excl: n flags or NULL) and that sx_ht_take() accepts.
+ * Returns its index, SX_NONE when nothing is usable, SX_LIMITED when every
+ * usable candidate was at its rate limit (*wait: the shortest wait, s),
+ * SX_LOCKERR when the table lock failed (errno set). */
+int64_t sx_sel_pick(sx_sel *s, const sx_health *h, double now, int haskey, uint64_t key,
+                    const uint8_t *excl, uint64_t *work, double *wait);
+
+int sx_sel_state(const sx_sel *s, const sx_health *h, uint32_t i, double now);
 
 #endif

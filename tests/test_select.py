@@ -1,14 +1,15 @@
-"""TargetSet: construction, RFC 2782 draws as documented, health, DR URL,
-sticky choice, failover rules, termination order; native and pure Python."""
+"""TargetSet: construction, draws exactly as documented (Twilio's shares),
+health, drain, DR result, sticky/keyed choice, failover rules, termination
+order; native and pure Python."""
 from collections import Counter
 
 import pytest
 
 from sipedge import _impl, select
 from sipedge._py.rng import Rng, hash_bytes
-from sipedge.errors import InputError, SelectionError, URIError
-from sipedge.select import (NO_ANSWER_TIMEOUT, Target, TargetSet, should_failover,
-                            termination_order)
+from sipedge.errors import DisasterRecovery, InputError, SelectionError, URIError
+from sipedge.select import (NO_ANSWER_TIMEOUT, Target, TargetSet, counts_against_health,
+                            should_failover, termination_order)
 
 
 class Clock:
@@ -103,23 +104,31 @@ def test_any_number_of_targets(make):
 
 # -------------------------------------------------- draws exactly as documented
 def reference_order(targets, seed, rounds):
-    """The plain RFC 2782 algorithm over sipedge's documented RNG."""
+    """The documented algorithm (csrc/select.h) written plainly over the
+    documented RNG: positive weights by an exact draw in [0, S), then the
+    weight-0 ones in a uniformly random order."""
     rng = Rng(seed)
     res = []
     for _ in range(rounds):
         out = []
         for prio in sorted({p for _, p, _ in targets}):
             group = [(n, w) for n, p, w in targets if p == prio]
-            lst = [x for x in group if x[1] == 0] + [x for x in group if x[1] > 0]
-            while len(lst) > 1:
-                r = rng.uniform(sum(w for _, w in lst))
+            pos = [x for x in group if x[1] > 0]
+            zero = [x for x in group if x[1] == 0]
+            while pos:
+                if len(pos) == 1:
+                    out.append(pos.pop()[0])
+                    break
+                r = rng.uniform(sum(w for _, w in pos) - 1)
                 run = 0
-                for j, (_, w) in enumerate(lst):
+                for j, (_, w) in enumerate(pos):
                     run += w
-                    if run >= r:
+                    if run > r:
                         break
-                out.append(lst.pop(j)[0])
-            out.append(lst[0][0])
+                out.append(pos.pop(j)[0])
+            while zero:
+                j = rng.uniform(len(zero) - 1) if len(zero) > 1 else 0
+                out.append(zero.pop(j)[0])
         res.append(out)
     return res
 
@@ -133,14 +142,14 @@ def test_order_equals_plain_algorithm(make, n):
 
 
 def test_pick_is_first_step_of_order(make):
-    # pick() makes exactly the first draw of order(): one uniform in [0, 100]
+    # pick() makes exactly the first draw of order(): one uniform in [0, 100)
     ts2 = make(TWILIO + [(D, 20, 5)], seed=9)
     firsts = [str(ts2.pick()) for _ in range(300)]
     rng = Rng(9)
     expect = []
     for _ in range(300):
-        r = rng.uniform(100)
-        expect.append(A if r <= 60 else (B if r <= 80 else C))
+        r = rng.uniform(99)
+        expect.append(A if r < 60 else (B if r < 80 else C))
     assert firsts == expect
 
 
@@ -189,19 +198,22 @@ def test_out_weight_shared_in_same_priority_only(make):
     ts.mark_failed(A)
     shares = {str(t): s for t, s in ts.expected_shares().items()}
     assert shares[A] == 0 and shares[D] == 0
-    assert shares[B] == pytest.approx(21 / 41) and shares[C] == pytest.approx(20 / 41)
+    assert shares[B] == 0.5 and shares[C] == 0.5
     firsts = Counter(str(ts.pick()) for _ in range(4000))
     assert set(firsts) == {B, C}
     assert uris(ts.order())[-1] == D
 
 
-def test_every_target_out_uses_dr_url_else_raises(make):
+def test_every_target_out_raises_disaster_recovery_else_selection_error(make):
     ts = make(TWILIO, dr_url="https://example.com/dr", cooldown=1e9)
     for u in (A, B, C):
         ts.mark_failed(u)
-    assert ts.pick() == "https://example.com/dr"
-    assert ts.pick(key="call-1") == "https://example.com/dr"
-    assert ts.order() == ["https://example.com/dr"]
+    for call in (ts.pick, lambda: ts.pick(key="call-1"), ts.order, lambda: ts.order(key="k"),
+                 lambda: ts.pick(exclude="0")):
+        with pytest.raises(DisasterRecovery, match="disaster-recovery URL https://example.com/dr") as e:
+            call()
+        assert e.value.url == "https://example.com/dr" and e.value.exit_code == 6
+        assert isinstance(e.value, SelectionError)
     ts2 = make(TWILIO, cooldown=1e9)
     for u in (A, B, C):
         ts2.mark_failed(u)
@@ -222,7 +234,9 @@ def test_disabled_and_empty(make):
     assert [t for t in ts.usable()] == [Target(B, 2, 0)]
     with pytest.raises(SelectionError):
         make([]).pick()
-    assert make([], dr_url="http://dr.example.com/x").pick() == "http://dr.example.com/x"
+    with pytest.raises(DisasterRecovery) as e:
+        make([], dr_url="http://dr.example.com/x").pick()
+    assert e.value.url == "http://dr.example.com/x"
 
 
 def test_status_rows(make):
@@ -230,8 +244,12 @@ def test_status_rows(make):
     ts.mark_failed(C)
     rows = ts.status()
     assert [r["state"] for r in rows] == ["up", "up", "out"]
-    assert rows[2] == {"uri": C, "priority": 10, "weight": 20, "enabled": True, "state": "out",
-                       "failures": 1, "successes": 0}
+    assert rows[2] == {"uri": C, "destination": "sip:sbc3.example.com:5060;transport=udp",
+                       "priority": 10, "weight": 20, "enabled": True, "state": "out",
+                       "drained": False, "failures": 1, "successes": 0, "cps": None, "burst": 1}
+    ts.drain(B)
+    assert [r["state"] for r in ts.status()] == ["up", "drained", "out"]
+    assert ts.status()[1]["drained"] is True
 
 
 # ---------------------------------------------------------------------- sticky

@@ -16,6 +16,9 @@ from .errors import (
     FirewallError,
     InputError,
     SelectionError,
+    DisasterRecovery,
+    RateLimited,
+    HealthTableError,
     SipedgeError,
     URIError,
     OverrideError,
@@ -29,6 +32,7 @@ _LAZY = {
     "Overrides": "overrides",
     "Attempt": "select", "Target": "select", "TargetSet": "select", "should_failover": "select",
     "termination_order": "select",
+    "counts_against_health": "select", "HealthTable": "health",
     "termination_host": "catalog",
     "OriginationURI": "uri", "parse_uri": "uri",
     "Classifier": "classify", "Verdict": "classify",
@@ -64,6 +68,8 @@ __all__ = [
 ]
 
 __all__ += ["Classifier", "Verdict"]
+__all__ += ["counts_against_health", "HealthTable", "DisasterRecovery", "RateLimited",
+            "HealthTableError"]
 
 
 def __getattr__(name: str):

@@ -329,19 +329,41 @@ def _cmd_firewall_remove(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------- select
+_SELECT_RULE = (
+    "Shares as Twilio documents them: inside a priority a usable target comes first with "
+    "probability weight / sum of the usable positive weights (equal weights split equally; "
+    "60/20/20 with the 60 out or drained is 50/50). The draw is an exact integer in [0, S): "
+    "RFC 2782's prose draws in [0, S] inclusive, which gives the first-listed target an extra "
+    "1/(S+1) (20/20 would be 51.2/48.8), unlike Twilio, Go's net package and dnspython. "
+    "Weight-0 targets come after every positive weight of their priority, in random order.")
+
+
 def _add_select(sub) -> None:
     p = sub.add_parser(
-        "select", help="simulate RFC 2782 target selection",
-        description="Build a target set, optionally mark targets failed, make N picks and "
-                    "print each target's expected share of first place (exact RFC 2782 "
-                    "probability) beside the observed share.")
-    p.add_argument("--target", metavar="URI,PRIORITY,WEIGHT", action="append", required=True,
-                   help="an origination URI with priority 0-65535 and weight 0-65535 "
-                        "(repeat for each target)")
+        "select", help="simulate target selection; drain/undrain in a shared health table",
+        description="Build a target set, optionally mark targets failed or drained, make N "
+                    "picks and print each target's expected share of first place beside the "
+                    "observed share. " + _SELECT_RULE + " With --table the health (failures, "
+                    "drain) lives in a shared table that every worker process opening it sees: "
+                    "--drain/--undrain there take a target out of (or back into) service for "
+                    "all of them.")
+    p.add_argument("--target", metavar="URI,PRIORITY,WEIGHT[,CPS]", action="append", required=True,
+                   help="a SIP URI with priority 0-65535, weight 0-65535 and an optional "
+                        "call-rate limit in calls per second (repeat for each target)")
     p.add_argument("--picks", type=int, default=10000, metavar="N",
-                   help="number of picks to make (default: 10000)")
+                   help="number of picks to make, 0-100000000 (default: 10000; 0: just show "
+                        "the state)")
     p.add_argument("--fail", metavar="URI", action="append", default=[],
                    help="mark this target out of service before picking (repeatable)")
+    p.add_argument("--drain", metavar="URI", action="append", default=[],
+                   help="drain this target: no new calls (repeatable)")
+    p.add_argument("--undrain", metavar="URI", action="append", default=[],
+                   help="bring a drained target back (repeatable)")
+    p.add_argument("--key", action="store_true",
+                   help="sticky picks: pick(key=...) with a different key for each pick")
+    p.add_argument("--table", metavar="NAME",
+                   help="shared health table: a name (/dev/shm/sipedge-NAME) or a path; "
+                        "default: private to this run")
     p.add_argument("--seed", type=int, metavar="S",
                    help="seed 0..2**64-1 for reproducible picks (default: random, printed)")
     p.add_argument("--dr-url", metavar="URL", help="disaster-recovery URL used when every target is out")
@@ -356,33 +378,52 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     targets = []
     for spec in args.target:
-        parts = spec.rsplit(",", 2)
-        if len(parts) != 3:
-            raise errors.InputError(f"--target {spec!r}: write URI,PRIORITY,WEIGHT, "
-                                    "e.g. sip:sbc1.example.com,10,60")
-        targets.append(Target(parts[0], parts[1], parts[2]))
-    if not 1 <= args.picks <= 100_000_000:
-        raise errors.InputError(f"--picks {args.picks} is out of range 1-100000000")
+        parts = spec.rsplit(",", 3)
+        if len(parts) == 4 and not parts[1].strip().isdigit():
+            parts = [parts[0] + "," + parts[1], *parts[2:]]  # a comma inside the URI
+        if len(parts) not in (3, 4):
+            raise errors.InputError(f"--target {spec!r}: write URI,PRIORITY,WEIGHT[,CPS], "
+                                    "e.g. sip:sbc1.example.com,10,60 or sip:sbc1.example.com,10,60,30")
+        cps = None
+        if len(parts) == 4:
+            try:
+                cps = float(parts[3])
+            except ValueError:
+                raise errors.InputError(f"--target {spec!r}: CPS {parts[3]!r} is not a number of "
+                                        "calls per second") from None
+        targets.append(Target(parts[0], parts[1], parts[2], cps=cps))
+    if not 0 <= args.picks <= 100_000_000:
+        raise errors.InputError(f"--picks {args.picks} is out of range 0-100000000")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
-    ts = TargetSet(targets, dr_url=args.dr_url, seed=seed, cooldown=float("inf"))
+    ts = TargetSet(targets, dr_url=args.dr_url, seed=seed, cooldown=float("inf"),
+                   table=args.table)
     for uri in args.fail:
         ts.mark_failed(uri)  # fail_threshold is 1: out at once, and no cool-down in this run
+    for uri in args.drain:
+        ts.drain(uri)
+    for uri in args.undrain:
+        ts.undrain(uri)
     expected = ts.expected_shares()
     counts = {t: 0 for t in targets}
-    dr = 0
+    dr = limited = 0
     pick = ts.pick
-    for _ in range(args.picks):
-        got = pick()
-        if isinstance(got, Target):
-            counts[got] += 1
-        else:
+    for n in range(args.picks):
+        try:
+            got = pick(f"{n:x}@sipedge-select") if args.key else pick()
+        except errors.RateLimited:
+            limited += 1
+        except errors.DisasterRecovery:
             dr += 1
-    rows = [{"uri": str(t.uri), "priority": t.priority, "weight": t.weight,
-             "state": ts.state(t), "expected": expected[t], "observed": counts[t] / args.picks}
+        else:
+            counts[got] += 1
+    picks = max(args.picks, 1)
+    rows = [{"uri": str(t.uri), "priority": t.priority, "weight": t.weight, "cps": t.cps,
+             "state": ts.state(t), "expected": expected[t], "observed": counts[t] / picks}
             for t in targets]
     if args.json:
         _print_json({"picks": args.picks, "seed": seed, "dr_url": ts.dr_url,
-                     "dr_share": dr / args.picks, "targets": rows})
+                     "table": ts.table.path, "dr_share": dr / picks,
+                     "limited_share": limited / picks, "targets": rows})
         return 0
     width = max([len(r["uri"]) for r in rows] + [3])
     print(f"{'uri':<{width}} {'prio':>5} {'weight':>6} {'state':<8} {'expected':>9} {'observed':>9}")
@@ -390,8 +431,14 @@ def _cmd_select(args: argparse.Namespace) -> int:
         print(f"{r['uri']:<{width}} {r['priority']:>5} {r['weight']:>6} {r['state']:<8} "
               f"{100 * r['expected']:>8.2f}% {100 * r['observed']:>8.2f}%")
     if ts.dr_url:
-        print(f"disaster recovery {ts.dr_url}: {100 * dr / args.picks:.2f}%")
-    print(f"{args.picks} picks, seed {seed}")
+        print(f"disaster recovery {ts.dr_url}: {100 * dr / picks:.2f}%")
+    if limited:
+        print(f"at the call-rate limit (RateLimited): {100 * limited / picks:.2f}%")
+    if ts.table.path:
+        print(f"health table {ts.table.path}")
+    print(f"{args.picks} picks, seed {seed}; expected = weight / sum of the usable positive "
+          "weights of the first usable priority (not RFC 2782's inclusive draw)")
+    return 0
 
 # ------------------------------------------------------------------------ classify
 def _add_classify(sub) -> None:

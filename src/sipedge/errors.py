@@ -10,10 +10,10 @@ Exit codes (also listed by ``sipedge --help``):
   0  success (for ``firewall apply``: applied, or nothing to change)
   1  unexpected internal error (a bug: please report it)
   2  usage error (bad command-line arguments)
-  3  bad input: allowlist, URI, capture file, address, snapshot
+  3  bad input: allowlist, URI, capture file, address, snapshot, health table
   4  permission: not root / no CAP_NET_ADMIN
   5  the system cannot do it: kernel support, namespace, netlink, lock held
-  6  no usable target (every target out of service, no disaster-recovery URL)
+  6  no usable target (every target out, drained or at its call-rate limit)
   7  drift: the live firewall differs from the desired state (``firewall status``)
 """
 from __future__ import annotations
@@ -72,6 +72,29 @@ class SelectionError(SipedgeError, LookupError):
     """No target can be chosen."""
 
     exit_code = EXIT_NO_TARGET
+
+
+class DisasterRecovery(SelectionError):
+    """No target is usable and the set has a disaster-recovery URL: ``.url``
+    (Twilio's TwiML webhook for when every origination URI failed)."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RateLimited(SelectionError):
+    """Every usable target is at its call-rate limit: ``.wait`` is the number of
+    seconds until the first of them takes a call again."""
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+class HealthTableError(InputError):
+    """A shared health table file that cannot be used: another layout, another
+    target list or settings, or a file that cannot be created or mapped."""
 
 
 class FirewallError(SipedgeError, RuntimeError):

@@ -23,6 +23,12 @@ continent). A missing edge is fine and stays ``None``.
 Everything else (other parameters, URI headers ``?...``, spaces, unbracketed
 IPv6, ports out of range) raises :class:`sipedge.errors.URIError` whose message
 names the bad part and the fix.
+
+``parse_uri(text, strict=False)`` takes any SIP destination as well (a
+Kamailio dispatcher list, a carrier other than Twilio): ordinary URI
+parameters such as ``;lr``, ``;maddr=192.0.2.1``, ``;user=phone`` or
+``;ttl=5`` are kept, in order, in ``params`` and written back by ``str()``;
+``;transport=`` and ``;edge=`` keep their meaning and their checks.
 """
 from __future__ import annotations
 
@@ -60,6 +66,7 @@ class OriginationURI:
     user: Optional[str] = None
     port_given: bool = False     # the text named a port
     transport_given: bool = False  # the text had ;transport=
+    params: tuple = ()           # other parameters (non-strict parse): ((name, value or None), ...)
 
     @property
     def tls(self) -> bool:
@@ -76,7 +83,16 @@ class OriginationURI:
             out += f";transport={t}"
         if self.edge:
             out += f";edge={self.edge}"
+        for name, value in self.params:
+            out += f";{name}" if value is None else f";{name}={value}"
         return out
+
+    def param(self, name: str) -> Optional[str]:
+        """The value of another parameter (non-strict parse), '' for a flag, or None."""
+        for k, v in self.params:
+            if k == name:
+                return "" if v is None else v
+        return None
 
 
 def _fail(text: str, what: str, fix: str) -> URIError:
@@ -138,9 +154,17 @@ def _host(text: str, hostport: str) -> tuple[str, str, Optional[str]]:
     return name, "name", (port if sep else None)
 
 
-def parse_uri(text: Union[str, OriginationURI]) -> OriginationURI:
-    """Parse and validate an origination URI (see the module docstring)."""
+_TOKEN = re.compile(r"[A-Za-z0-9\-_.!~*'()%]+\Z")
+_PVALUE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+\Z")
+
+
+def parse_uri(text: Union[str, OriginationURI], strict: bool = True) -> OriginationURI:
+    """Parse and validate an origination URI (see the module docstring); with
+    ``strict=False`` any SIP URI with ordinary parameters."""
     if isinstance(text, OriginationURI):
+        if strict and text.params:
+            raise _fail(str(text), f"unsupported parameter ;{text.params[0][0]}",
+                        "only ;transport=, ;edge= and ;region= (legacy) are allowed")
         return text
     if not isinstance(text, str):
         raise URIError(f"an origination URI is a string like {_FORM!r}, not {type(text).__name__}")
@@ -175,9 +199,20 @@ def parse_uri(text: Union[str, OriginationURI]) -> OriginationURI:
         port = int(port_text)
 
     seen: dict[str, str] = {}
+    other: list[tuple[str, Optional[str]]] = []
     for p in params:
         name, eq, value = p.partition("=")
         key = name.lower()
+        if not strict and key not in PARAMS:
+            if not name or not _TOKEN.match(name):
+                raise _fail(raw, f"bad parameter ;{p}" if p else "empty parameter ';;' or trailing ';'",
+                            "write ;name or ;name=value")
+            if eq and (not value or not _PVALUE.match(value)):
+                raise _fail(raw, f"bad value in ;{p}", f"write ;{key}=VALUE or ;{key}")
+            if any(k == key for k, _ in other):
+                raise _fail(raw, f";{key} given twice", "keep one")
+            other.append((key, value if eq else None))
+            continue
         if key not in PARAMS:
             raise _fail(raw, f"unsupported parameter ;{p}" if p else "empty parameter ';;' or trailing ';'",
                         "only ;transport=, ;edge= and ;region= (legacy) are allowed")
@@ -215,5 +250,5 @@ def parse_uri(text: Union[str, OriginationURI]) -> OriginationURI:
         scheme=scheme, host=host, host_kind=kind,
         port=port if port is not None else (DEFAULT_TLS_PORT if transport == "tls" else DEFAULT_PORT),
         transport=transport, edge=edge, user=user,
-        port_given=port is not None, transport_given=transport_given,
+        port_given=port is not None, transport_given=transport_given, params=tuple(other),
     )

@@ -1,25 +1,45 @@
-"""RFC 2782 selection with health state: the pure-Python twin of ``sipedge._select``.
+"""Weighted-priority selection over a health table: the pure-Python twin of
+``sipedge._select``.
 
-The algorithm, the draws and the health rules are defined in ``csrc/select.h``;
-this module follows them step for step so that, for the same seed, the same
-targets, the same calls and the same clock readings, both implementations give
-the same results bit for bit.
+The algorithm, the draws and the health rules are defined in
+``csrc/select.h`` and ``csrc/health.h``; this module follows them step for
+step so that, for the same seed, targets, calls and clock readings, both
+implementations give the same results bit for bit, and it reads and writes the
+same table bytes (a twin and a native process can share one table).
 
-Thread safety: every state change and every draw happens under one
-``threading.Lock`` per :class:`Core`; the clock is read before taking it.
+Table access: readers load the slot's ``gen`` word, unpack record
+``copy[gen & 1]`` and load ``gen`` again (retry when it moved); ``gen`` is read
+and written through a ``ctypes.c_uint64`` view, one aligned 8-byte access.
+Writers hold a ``threading.Lock`` (threads of this process; one per table
+file) and the file's record lock on byte 0 (other processes, native or twin),
+write the other copy, then store ``gen + 1``. The twin relies on the CPU
+keeping its stores in order (x86-64 does; on weakly ordered CPUs use the
+native core for writers).
+
+Thread safety: every draw happens under one ``threading.Lock`` per
+:class:`Core`; the clock is read before taking it.
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import math
+import os
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..errors import SelectionError
+from ..errors import InputError
+from ..health import HEADER, REC, REC_OFF, SLOT, SLOT_HEAD, HealthTable
 from .rng import Rng, hash_bytes, mix64
 
-SMALL = 32  # groups larger than this use a Fenwick tree (same draws)
-STATES = ("up", "out", "probing", "disabled")
+SMALL = 32  # positive candidates beyond this: a Fenwick tree in order() (same draws)
+STATES = ("up", "out", "probing", "disabled", "drained")
+NONE, LIMITED = -1, -2
+U32 = 0xFFFFFFFF
+
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
 
 
 def key_bytes(key: Any) -> bytes:
@@ -42,262 +62,438 @@ def hash_key(key: Any) -> int:
     return hash_bytes(key_bytes(key))
 
 
-def _order_group(rng: Rng, idx: list[int], w: list[int], nz: int, total: int,
-                 out: list[int]) -> None:
+def parse_exclude(exclude: Any, positions: dict, n: int) -> list[int]:
+    """Target indices from *exclude*: the text ``TargetSet.tried()`` makes
+    (indices joined by ``,``), or targets and/or indices."""
+    if isinstance(exclude, str):
+        text = exclude.strip()
+        items: Iterable[Any] = text.split(",") if text else ()
+        out = []
+        for part in items:
+            p = part.strip()
+            if not (p.isascii() and p.isdigit()) or int(p) >= n:
+                raise InputError(f"exclude {exclude!r}: {part!r} is not a target index 0-{n - 1}; "
+                                 "pass what TargetSet.tried() returned")
+            out.append(int(p))
+        return out
+    if isinstance(exclude, (int,)) and not isinstance(exclude, bool):
+        exclude = (exclude,)
+    elif not isinstance(exclude, (list, tuple, set, frozenset)) and exclude in positions:
+        exclude = (exclude,)
+    out = []
+    for x in exclude:
+        if isinstance(x, int) and not isinstance(x, bool):
+            if not 0 <= x < n:
+                raise InputError(f"exclude: target index {x} out of range 0-{n - 1}")
+            out.append(x)
+            continue
+        i = positions.get(x)
+        if i is None:
+            raise InputError(f"exclude: {x!r} is not a target of this set")
+        out.append(i)
+    return out
+
+
+class Table:
+    """Slot access to a :class:`HealthTable` as csrc/health.c does it."""
+
+    def __init__(self, table: HealthTable) -> None:
+        self.t = table
+        buf = table.buffer
+        self.buf = buf
+        self.fd = table.fd
+        self.n = table.n
+        self.fail_threshold = table.fail_threshold
+        self.ok_threshold = table.ok_threshold
+        self.cooldown = table.cooldown
+        self.gens = [ctypes.c_uint64.from_buffer(buf, HEADER + i * SLOT) for i in range(self.n)]
+        heads = [SLOT_HEAD.unpack_from(buf, HEADER + i * SLOT) for i in range(self.n)]
+        self.rate = [h[1] for h in heads]
+        self.tau = [h[2] for h in heads]
+        if table.path is None:
+            self.tlock = threading.Lock()
+        else:
+            key = os.path.realpath(table.path)
+            with _file_locks_guard:
+                self.tlock = _file_locks.setdefault(key, threading.Lock())
+
+    def read(self, i: int) -> tuple:
+        g = self.gens[i]
+        base = HEADER + i * SLOT
+        unpack = REC.unpack_from
+        buf = self.buf
+        while True:
+            g1 = g.value
+            rec = unpack(buf, base + REC_OFF[g1 & 1])
+            if g.value == g1:
+                return rec
+
+    def usable(self, rec: tuple, now: float) -> bool:
+        return not rec[1] and (not rec[0] or now - rec[4] >= self.cooldown)
+
+    def lock(self) -> None:
+        self.tlock.acquire()
+        if self.fd >= 0:
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0, os.SEEK_SET)
+            except BaseException:
+                self.tlock.release()
+                raise
+
+    def unlock(self) -> None:
+        try:
+            if self.fd >= 0:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0, os.SEEK_SET)
+        finally:
+            self.tlock.release()
+
+    def publish(self, i: int, rec: Sequence) -> None:
+        g = self.gens[i]
+        v = g.value
+        REC.pack_into(self.buf, HEADER + i * SLOT + REC_OFF[(v + 1) & 1], *rec)
+        g.value = (v + 1) & 0xFFFFFFFFFFFFFFFF
+
+    def mark_failed(self, i: int, now: float) -> bool:
+        self.lock()
+        try:
+            out, drained, fail_run, ok_run, since, fails, oks, tat = self.read(i)
+            changed = False
+            fails += 1
+            ok_run = 0
+            fail_run = min(fail_run + 1, U32)
+            if out:
+                since = now
+            elif fail_run >= self.fail_threshold:
+                out, since, changed = 1, now, True
+            self.publish(i, (out, drained, fail_run, ok_run, since, fails, oks, tat))
+            return changed
+        finally:
+            self.unlock()
+
+    def mark_ok(self, i: int, now: float) -> bool:
+        self.lock()
+        try:
+            out, drained, fail_run, ok_run, since, fails, oks, tat = self.read(i)
+            changed = False
+            oks += 1
+            fail_run = 0
+            if out:
+                ok_run = min(ok_run + 1, U32)
+                if ok_run >= self.ok_threshold:
+                    out, ok_run, changed = 0, 0, True
+                else:
+                    since = now - self.cooldown
+            self.publish(i, (out, drained, fail_run, ok_run, since, fails, oks, tat))
+            return changed
+        finally:
+            self.unlock()
+
+    def set_drained(self, i: int, drained: bool) -> bool:
+        self.lock()
+        try:
+            rec = list(self.read(i))
+            changed = rec[1] != int(bool(drained))
+            if changed:
+                rec[1] = int(bool(drained))
+                self.publish(i, rec)
+            return changed
+        finally:
+            self.unlock()
+
+    def take(self, i: int, now: float) -> tuple[bool, float]:
+        rate = self.rate[i]
+        if not rate > 0:
+            if not self.read(i)[0]:
+                return True, 0.0
+        self.lock()
+        try:
+            rec = list(self.read(i))
+            ok, wait = True, 0.0
+            if rec[1] or (rec[0] and now - rec[4] < self.cooldown):
+                ok = False
+            elif rate > 0:
+                t = rec[7] if rec[7] > now else now
+                if t - now > self.tau[i]:
+                    wait, ok = t - self.tau[i] - now, False
+                else:
+                    rec[7] = t + 1.0 / rate
+            if ok:
+                if rec[0]:
+                    rec[4] = now
+                self.publish(i, rec)
+            return ok, wait
+        finally:
+            self.unlock()
+
+
+def _draw_pos(rng: Rng, w: list[int], total: int) -> int:
+    if len(w) == 1:
+        return 0
+    r = rng.uniform(total - 1)
+    run = 0
+    j = 0
+    while True:
+        run += w[j]
+        if run > r:
+            return j
+        j += 1
+
+
+def _draw_zero(rng: Rng, z: int) -> int:
+    return rng.uniform(z - 1) if z > 1 else 0
+
+
+def _order_positive(rng: Rng, idx: list[int], w: list[int], total: int, out: list[int]) -> None:
     m = len(idx)
     if m <= SMALL:
-        idx = idx[:]
-        w = w[:]
-        uniform = rng.uniform
-        while m > 1:
-            r = uniform(total)
-            run = 0
-            j = 0
-            while True:
-                run += w[j]
-                if run >= r:
-                    break
-                j += 1
+        while idx:
+            j = _draw_pos(rng, w, total)
             out.append(idx[j])
             total -= w[j]
             del idx[j], w[j]
-            m -= 1
-        out.append(idx[0])
         return
-    np_ = m - nz
-    tree = [0] * (np_ + 1)
-    for p in range(1, np_ + 1):
-        tree[p] += w[nz + p - 1]
+    tree = [0] * (m + 1)
+    for p in range(1, m + 1):
+        tree[p] += w[p - 1]
         up = p + (p & -p)
-        if up <= np_:
+        if up <= m:
             tree[up] += tree[p]
     top = 1
-    while top <= np_ // 2:
+    while top <= m // 2:
         top <<= 1
-    zp = 0
     for left in range(m, 0, -1):
-        r = rng.uniform(total) if left > 1 else 0
-        if r == 0 and zp < nz:
-            out.append(idx[zp])
-            zp += 1
-            continue
-        if r == 0:
-            r = 1
+        r = 1 if left == 1 else rng.uniform(total - 1) + 1
         pos = 0
         step = top
         while step:
             nxt = pos + step
-            if nxt <= np_ and tree[nxt] < r:
+            if nxt <= m and tree[nxt] < r:
                 pos = nxt
                 r -= tree[nxt]
             step >>= 1
-        wj = w[nz + pos]
-        out.append(idx[nz + pos])
+        wj = w[pos]
+        out.append(idx[pos])
         total -= wj
         k = pos + 1
-        while k <= np_:
+        while k <= m:
             tree[k] -= wj
             k += k & -k
 
 
+def _order_zero(rng: Rng, zidx: list[int], out: list[int]) -> None:
+    while zidx:
+        j = _draw_zero(rng, len(zidx))
+        out.append(zidx.pop(j))
+
+
+def _score(x: int, weight: int) -> float:
+    return weight / -math.log(((x >> 12) + 0.5) * 2.0 ** -52)
+
+
 class Core:
-    """Targets (any objects) with priorities, weights, health and an RNG."""
+    """Targets (any objects) with priorities, weights, an RNG and a health table
+    (a :class:`sipedge.health.HealthTable`, private or shared)."""
 
     def __init__(self, items: Sequence[Any], priorities: Sequence[int], weights: Sequence[int],
-                 enabled: Sequence[bool], salts: Sequence[int], *, fail_threshold: int = 1,
-                 ok_threshold: int = 1, cooldown: float = 30.0, seed: int = 0,
-                 clock: Callable[[], float] = time.monotonic, fallback: Any = None,
-                 empty_message: str = "no usable target") -> None:
+                 enabled: Sequence[bool], salts: Sequence[int], table: HealthTable, *,
+                 seed: int = 0, clock: Callable[[], float] = time.monotonic,
+                 on_empty: Optional[Callable[[int, float], Any]] = None,
+                 positions: Optional[dict] = None) -> None:
         n = len(items)
         if not (len(priorities) == len(weights) == len(enabled) == len(salts) == n):
             raise ValueError("items, priorities, weights, enabled and salts differ in length")
+        if table.n != n:
+            raise ValueError(f"the health table has {table.n} slots for {n} targets")
         for p in priorities:
             if not 0 <= p <= 0xFFFF:
                 raise ValueError(f"priority {p} out of 0-65535")
         for x in weights:
             if not 0 <= x <= 0xFFFF:
                 raise ValueError(f"weight {x} out of 0-65535")
-        if fail_threshold < 1 or ok_threshold < 1 or not cooldown >= 0:
-            raise ValueError("thresholds must be >= 1 and cooldown >= 0")
         self._items = list(items)
         self._w = [int(x) for x in weights]
         self._enabled = [bool(e) for e in enabled]
         self._salt = [int(s) & 0xFFFFFFFFFFFFFFFF for s in salts]
-        order = sorted(range(n), key=lambda i: (priorities[i], self._w[i] > 0, i))
+        listing = sorted(range(n), key=lambda i: (priorities[i], self._w[i] == 0, i))
         groups: list[list[int]] = []
         last = None
-        for i in order:
+        for i in listing:
             if not groups or priorities[i] != last:
                 groups.append([])
                 last = priorities[i]
             groups[-1].append(i)
         self._groups = groups
-        # usable members of each group while nothing is out: (idx, w, zeros, total)
-        self._static = [self._members(g, 0.0, False) for g in groups]
-        self._out = [False] * n
-        self._fail_run = [0] * n
-        self._ok_run = [0] * n
-        self._out_since = [0.0] * n
-        self._fails = [0] * n
-        self._oks = [0] * n
-        self._n_out = 0
-        self.fail_threshold = int(fail_threshold)
-        self.ok_threshold = int(ok_threshold)
-        self.cooldown = float(cooldown)
+        self.table = table
+        self._t = Table(table)
         self._clock = clock
         self._rng = Rng(seed)
-        self._fallback = fallback
-        self._empty_message = empty_message
+        self._on_empty = on_empty
+        self._positions = dict(positions) if positions is not None else {}
         self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------ health
-    def _usable(self, i: int, now: float) -> bool:
-        if not self._enabled[i]:
-            return False
-        if not self._out[i]:
-            return True
-        return now - self._out_since[i] >= self.cooldown
-
-    def _members(self, g: list[int], now: float, check: bool):
-        idx = [i for i in g if self._enabled[i] and (not check or self._usable(i, now))]
-        w = [self._w[i] for i in idx]
-        return idx, w, sum(1 for x in w if x == 0), sum(w)
-
-    def _now(self) -> float:
-        return self._clock() if self._n_out else 0.0
-
-    def mark_failed(self, i: int) -> bool:
-        """Record a failure of target *i*; True when this put it out of service."""
-        now = self._clock()
-        with self._lock:
-            self._check(i)
-            self._fails[i] += 1
-            self._ok_run[i] = 0
-            self._fail_run[i] = min(self._fail_run[i] + 1, 0xFFFFFFFF)
-            if self._out[i]:
-                self._out_since[i] = now
-                return False
-            if self._fail_run[i] >= self.fail_threshold:
-                self._out[i] = True
-                self._out_since[i] = now
-                self._n_out += 1
-                return True
-            return False
-
-    def mark_ok(self, i: int) -> bool:
-        """Record a success of target *i*; True when this brought it back."""
-        with self._lock:
-            self._check(i)
-            self._oks[i] += 1
-            self._fail_run[i] = 0
-            self._ok_run[i] = min(self._ok_run[i] + 1, 0xFFFFFFFF)
-            if self._out[i] and self._ok_run[i] >= self.ok_threshold:
-                self._out[i] = False
-                self._ok_run[i] = 0
-                self._n_out -= 1
-                return True
-            return False
 
     def _check(self, i: int) -> None:
         if not 0 <= i < len(self._items):
             raise IndexError(f"target index {i} out of range 0-{len(self._items) - 1}")
 
+    # ------------------------------------------------------------------ health
+    def mark_failed(self, i: int) -> bool:
+        """Record a failure of target *i*; True when this put it out of service."""
+        self._check(i)
+        return self._t.mark_failed(i, self._clock())
+
+    def mark_ok(self, i: int) -> bool:
+        """Record a success of target *i*; True when this brought it back."""
+        self._check(i)
+        return self._t.mark_ok(i, self._clock())
+
+    def set_drained(self, i: int, drained: bool) -> bool:
+        """Drain (True) or undrain target *i*; True when the flag changed."""
+        self._check(i)
+        return self._t.set_drained(i, drained)
+
     def state(self, i: int) -> str:
-        """"up", "out", "probing" (out, cool-down over) or "disabled"."""
+        """"up", "out", "probing" (out, cool-down over), "disabled" or "drained"."""
         self._check(i)
         now = self._clock()
-        with self._lock:
-            if not self._enabled[i]:
-                return "disabled"
-            if not self._out[i]:
-                return "up"
-            return "probing" if self._usable(i, now) else "out"
+        if not self._enabled[i]:
+            return "disabled"
+        rec = self._t.read(i)
+        if rec[1]:
+            return "drained"
+        if not rec[0]:
+            return "up"
+        return "probing" if now - rec[4] >= self._t.cooldown else "out"
+
+    def record(self, i: int) -> tuple:
+        """Slot *i*'s current record: (out, drained, fail_run, ok_run, out_since,
+        failures, successes, tat)."""
+        self._check(i)
+        return self._t.read(i)
 
     def counters(self, i: int) -> tuple[int, int]:
-        """(failures, successes) recorded for target *i* since creation."""
+        """(failures, successes) recorded for target *i* since the table was made."""
         self._check(i)
-        with self._lock:
-            return self._fails[i], self._oks[i]
+        rec = self._t.read(i)
+        return rec[5], rec[6]
 
-    @property
-    def n_out(self) -> int:
-        return self._n_out
+    def now(self) -> float:
+        return self._clock()
 
     def reseed(self, seed: int) -> None:
         with self._lock:
             self._rng.seed(seed)
 
+    def rng_state(self) -> tuple[int, int, int, int]:
+        return self._rng.state()
+
     # --------------------------------------------------------------- selection
-    def order_indices(self) -> list[int]:
+    def _gather(self, g: list[int], now: float, excl) -> tuple[list[int], list[int], list[int]]:
+        t = self._t
+        idx: list[int] = []
+        w: list[int] = []
+        zidx: list[int] = []
+        for i in g:
+            if not self._enabled[i] or (excl and i in excl):
+                continue
+            if not t.usable(t.read(i), now):
+                continue
+            if self._w[i]:
+                idx.append(i)
+                w.append(self._w[i])
+            else:
+                zidx.append(i)
+        return idx, w, zidx
+
+    def order_indices(self, key: Any = None) -> list[int]:
         """The failover order as target indices (empty when none is usable)."""
-        now = self._now()
+        h = None if key is None else hash_key(key)
+        now = self._clock()
         out: list[int] = []
         with self._lock:
-            check = self._n_out > 0
-            rng = self._rng
-            for g, static in zip(self._groups, self._static):
-                idx, w, nz, total = self._members(g, now, True) if check else static
-                if idx:
-                    _order_group(rng, idx, w, nz, total, out)
+            for g in self._groups:
+                idx, w, zidx = self._gather(g, now, None)
+                if h is None:
+                    _order_positive(self._rng, idx, w, sum(w), out)
+                    _order_zero(self._rng, zidx, out)
+                else:
+                    salt = self._salt
+                    pos = {i: p for p, i in enumerate(g)}
+                    ranked = [(-_score(mix64(h ^ salt[i]), self._w[i]), 0, pos[i], i) for i in idx]
+                    ranked += [(1.0, -mix64(h ^ salt[i]), pos[i], i) for i in zidx]
+                    ranked.sort()
+                    out.extend(r[3] for r in ranked)
         return out
 
-    def first_index(self) -> int:
-        now = self._now()
-        with self._lock:
-            check = self._n_out > 0
-            for g, static in zip(self._groups, self._static):
-                idx, w, _nz, total = self._members(g, now, True) if check else static
-                if not idx:
-                    continue
-                if len(idx) == 1:
-                    return idx[0]
-                r = self._rng.uniform(total)
-                run = 0
-                for i, x in zip(idx, w):
-                    run += x
-                    if run >= r:
-                        return i
-        return -1
+    def order(self, key: Any = None) -> list[Any]:
+        """Usable targets in failover order (keyed: the call's own order);
+        none usable: ``on_empty(-1, 0.0)``, which raises."""
+        items = self._items
+        out = [items[i] for i in self.order_indices(key)]
+        if not out:
+            return self._on_empty(NONE, 0.0)
+        return out
 
-    def sticky_index(self, key: Any) -> int:
-        h = hash_key(key)
-        now = self._now()
+    def pick_index(self, key: Any = None, exclude: Any = None) -> tuple[int, float]:
+        """Index of the target for a new call, or a negative code (-1 none usable,
+        -2 every usable one at its rate limit) with the wait: (index, wait)."""
+        n = len(self._items)
+        excl = set(parse_exclude(exclude, self._positions, n)) if exclude is not None else None
+        h = None if key is None else hash_key(key)
+        now = self._clock()
+        t = self._t
+        limited = False
+        best_wait = 0.0
+
+        def attempt(i: int) -> bool:
+            nonlocal limited, best_wait
+            ok, wait = t.take(i, now)
+            if not ok and wait > 0:
+                if not limited or wait < best_wait:
+                    best_wait = wait
+                limited = True
+            return ok
+
         with self._lock:
             for g in self._groups:
-                best = bestz = -1
-                best_score = 0.0
-                best_x = 0
-                for i in g:
-                    if not self._usable(i, now):
-                        continue
-                    x = mix64(h ^ self._salt[i])
-                    wi = self._w[i]
-                    if wi:
-                        u = ((x >> 12) + 0.5) * 2.0 ** -52
-                        score = wi / -math.log(u)
-                        if best < 0 or score > best_score:
-                            best, best_score = i, score
-                    elif bestz < 0 or x > best_x:
-                        bestz, best_x = i, x
-                if best >= 0:
-                    return best
-                if bestz >= 0:
-                    return bestz
-        return -1
+                idx, w, zidx = self._gather(g, now, excl)
+                if h is not None:
+                    sc = [_score(mix64(h ^ self._salt[i]), wi) for i, wi in zip(idx, w)]
+                    while idx:
+                        b = 0
+                        for j in range(1, len(idx)):
+                            if sc[j] > sc[b]:
+                                b = j
+                        if attempt(idx[b]):
+                            return idx[b], 0.0
+                        del idx[b], sc[b]
+                    while zidx:
+                        xs = [mix64(h ^ self._salt[i]) for i in zidx]
+                        b = 0
+                        for j in range(1, len(zidx)):
+                            if xs[j] > xs[b]:
+                                b = j
+                        if attempt(zidx[b]):
+                            return zidx[b], 0.0
+                        del zidx[b]
+                    continue
+                total = sum(w)
+                while idx:
+                    j = _draw_pos(self._rng, w, total)
+                    if attempt(idx[j]):
+                        return idx[j], 0.0
+                    total -= w[j]
+                    del idx[j], w[j]
+                while zidx:
+                    j = _draw_zero(self._rng, len(zidx))
+                    if attempt(zidx[j]):
+                        return zidx[j], 0.0
+                    del zidx[j]
+        return (LIMITED, best_wait) if limited else (NONE, 0.0)
 
-    def _empty(self):
-        if self._fallback is not None:
-            return self._fallback
-        raise SelectionError(self._empty_message)
-
-    def order(self) -> list[Any]:
-        """Usable targets in RFC 2782 failover order; ``[fallback]`` or
-        :class:`SelectionError` when none is usable."""
-        items = self._items
-        out = [items[i] for i in self.order_indices()]
-        return out or [self._empty()]
-
-    def pick(self, key: Any = None) -> Any:
-        """The first target of the order, or the sticky choice for *key*."""
-        i = self.first_index() if key is None else self.sticky_index(key)
-        return self._items[i] if i >= 0 else self._empty()
+    def pick(self, key: Any = None, exclude: Any = None) -> Any:
+        """The target for a new call (see csrc/select.h); nothing to pick:
+        ``on_empty(code, wait)``, which raises."""
+        i, wait = self.pick_index(key, exclude)
+        if i >= 0:
+            return self._items[i]
+        return self._on_empty(i, wait)

@@ -1,0 +1,169 @@
+/* See health.h. */
+#include "health.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+void sx_ht_bind(sx_health *h, unsigned char *base, int fd)
+{
+    h->base = base;
+    h->fd = fd;
+    memcpy(&h->n, base + 20, 4);
+    memcpy(&h->fail_threshold, base + 32, 4);
+    memcpy(&h->ok_threshold, base + 36, 4);
+    memcpy(&h->cooldown, base + 40, 8);
+    h->any_rate = 0;
+    for (uint32_t i = 0; i < h->n; i++)
+        if (sx_ht_slot(h, i)->rate > 0)
+            h->any_rate = 1;
+}
+
+void sx_ht_read(const sx_health *h, uint32_t i, sx_hrec *out)
+{
+    const sx_hslot *s = sx_ht_slot(h, i);
+    for (;;) {
+        uint64_t g1 = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
+        memcpy(out, &s->copy[g1 & 1], sizeof *out);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        uint64_t g2 = __atomic_load_n(&s->gen, __ATOMIC_RELAXED);
+        if (g1 == g2)
+            return;
+    }
+}
+
+static int lock_op(const sx_health *h, short type)
+{
+    if (h->fd < 0)
+        return 0;
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    while (fcntl(h->fd, F_SETLKW, &fl) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
+int sx_ht_lock(const sx_health *h)
+{
+    return lock_op(h, F_WRLCK);
+}
+
+void sx_ht_unlock(const sx_health *h)
+{
+    int e = errno;
+    (void)lock_op(h, F_UNLCK);
+    errno = e;
+}
+
+void sx_ht_publish(const sx_health *h, uint32_t i, const sx_hrec *rec)
+{
+    sx_hslot *s = sx_ht_slot(h, i);
+    uint64_t g = __atomic_load_n(&s->gen, __ATOMIC_RELAXED);
+    memcpy(&s->copy[(g + 1) & 1], rec, sizeof *rec);
+    __atomic_store_n(&s->gen, g + 1, __ATOMIC_RELEASE);
+}
+
+int sx_ht_mark_failed(const sx_health *h, uint32_t i, double now)
+{
+    if (sx_ht_lock(h) < 0)
+        return -1;
+    sx_hrec r;
+    sx_ht_read(h, i, &r);
+    int changed = 0;
+    r.fails++;
+    r.ok_run = 0;
+    if (r.fail_run < UINT32_MAX)
+        r.fail_run++;
+    if (r.out) {
+        r.out_since = now; /* a failure while out restarts the cool-down */
+    } else if (r.fail_run >= h->fail_threshold) {
+        r.out = 1;
+        r.out_since = now;
+        changed = 1;
+    }
+    sx_ht_publish(h, i, &r);
+    sx_ht_unlock(h);
+    return changed;
+}
+
+int sx_ht_mark_ok(const sx_health *h, uint32_t i, double now)
+{
+    if (sx_ht_lock(h) < 0)
+        return -1;
+    sx_hrec r;
+    sx_ht_read(h, i, &r);
+    int changed = 0;
+    r.oks++;
+    r.fail_run = 0;
+    if (r.out) {
+        if (r.ok_run < UINT32_MAX)
+            r.ok_run++;
+        if (r.ok_run >= h->ok_threshold) {
+            r.out = 0;
+            r.ok_run = 0;
+            changed = 1;
+        } else {
+            r.out_since = now - h->cooldown; /* a good trial: the next one may go at once */
+        }
+    }
+    sx_ht_publish(h, i, &r);
+    sx_ht_unlock(h);
+    return changed;
+}
+
+int sx_ht_set_drained(const sx_health *h, uint32_t i, int drained)
+{
+    if (sx_ht_lock(h) < 0)
+        return -1;
+    sx_hrec r;
+    sx_ht_read(h, i, &r);
+    int changed = (int)r.drained != (drained ? 1 : 0);
+    if (changed) {
+        r.drained = drained ? 1 : 0;
+        sx_ht_publish(h, i, &r);
+    }
+    sx_ht_unlock(h);
+    return changed;
+}
+
+int sx_ht_take(const sx_health *h, uint32_t i, double now, double *wait)
+{
+    const sx_hslot *s = sx_ht_slot(h, i);
+    double rate = s->rate;
+    sx_hrec r;
+    *wait = 0.0;
+    if (!(rate > 0)) {
+        sx_ht_read(h, i, &r);
+        if (!r.out)
+            return 1;
+    }
+    if (sx_ht_lock(h) < 0)
+        return -1;
+    sx_ht_read(h, i, &r);
+    int ok = 1;
+    if (r.drained || (r.out && now - r.out_since < h->cooldown)) {
+        ok = 0; /* drained, or another worker claimed the trial call meanwhile */
+    } else if (rate > 0) {
+        double t = r.tat > now ? r.tat : now;
+        if (t - now > s->tau) {
+            *wait = t - s->tau - now;
+            ok = 0;
+        } else {
+            r.tat = t + 1.0 / rate;
+        }
+    }
+    if (ok) {
+        if (r.out)
+            r.out_since = now; /* the trial call: others wait another cool-down */
+        sx_ht_publish(h, i, &r);
+    }
+    sx_ht_unlock(h);
+    return ok;
+}

@@ -1,0 +1,113 @@
+/* The health table of a target set: one slot per target, in process memory
+ * or in a file mapped by every worker process of an SBC (sipedge.select).
+ *
+ * Layout (little-endian, 8-byte aligned; the same bytes are read and written
+ * by the pure-Python twin, sipedge._py.select, and by sipedge/health.py):
+ *
+ *   header, SX_HT_HEADER bytes:
+ *     0 magic "SXHEALTH" (u64)   8 layout version u32   12 header size u32
+ *    16 slot size u32           20 n targets u32        24 fingerprint u64
+ *    32 fail_threshold u32      36 ok_threshold u32     40 cooldown f64
+ *    48 created (wall clock) f64, the rest zero
+ *   slot i at SX_HT_HEADER + i * SX_HT_SLOT:
+ *     0 gen u64: number of writes; record copy[gen & 1] is the current one
+ *     8 rate f64: call-rate limit in calls/s, 0 = none   (fixed at creation)
+ *    16 tau f64: (burst - 1) / rate, seconds             (fixed at creation)
+ *    24 reserved
+ *    32 copy[0] (sx_hrec, 48 bytes), 80 copy[1]
+ *
+ * Concurrency. Readers never lock and never wait for a writer: they load gen,
+ * copy record copy[gen & 1], and load gen again; a different value means a
+ * write overlapped, and they retry. Writers (native and twin alike) take one
+ * POSIX record lock on byte 0 of the file (fcntl F_SETLKW; threads of one
+ * process are serialised by the GIL or the twin's lock first), build the new
+ * record from the current one, write it into the OTHER copy and then publish
+ * it with one aligned 8-byte store gen + 1 (release order). A writer killed at
+ * any point leaves the published copy intact and its lock is dropped by the
+ * kernel, so a SIGKILLed process never leaves the table unusable and there is
+ * nothing to repair. A private (in-process) table has fd -1: no file lock,
+ * the same records.
+ *
+ * Rate limit (GCRA, equivalent to a token bucket of `burst` tokens refilled at
+ * `rate` per second): tat is the theoretical arrival time; a call at `now` is
+ * allowed when max(tat, now) - now <= tau, and then tat = max(tat, now) + 1/rate.
+ * Otherwise the wait is max(tat, now) - tau - now. At most burst + rate - 1
+ * calls fall in any one-second window (rate calls with burst 1).
+ */
+#ifndef SIPEDGE_HEALTH_H
+#define SIPEDGE_HEALTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SX_HT_MAGIC UINT64_C(0x48544c4145485853) /* "SXHEALTH" little-endian */
+#define SX_HT_VERSION 1u
+#define SX_HT_HEADER 128u
+#define SX_HT_SLOT 128u
+
+typedef struct {
+    uint32_t out;       /* 1: out of service (failures reached the threshold) */
+    uint32_t drained;   /* 1: taken out by drain(); no new calls */
+    uint32_t fail_run;  /* consecutive failures */
+    uint32_t ok_run;    /* consecutive successes while out */
+    double out_since;   /* clock of the last failure while out, or of the last probe claim */
+    uint64_t fails;     /* totals since the table was created */
+    uint64_t oks;
+    double tat;         /* rate limit: theoretical arrival time */
+} sx_hrec;
+
+typedef struct {
+    uint64_t gen;
+    double rate;
+    double tau;
+    uint64_t reserved;
+    sx_hrec copy[2];
+} sx_hslot;
+
+typedef struct {
+    unsigned char *base; /* header + slots (caller-owned memory or a mapping) */
+    uint32_t n;
+    int fd;              /* file to lock, or -1 for a private table */
+    uint32_t fail_threshold;
+    uint32_t ok_threshold;
+    double cooldown;
+    int any_rate;        /* some slot has a rate limit */
+} sx_health;
+
+/* Bind h to base (already holding a valid header); reads the thresholds from it. */
+void sx_ht_bind(sx_health *h, unsigned char *base, int fd);
+
+static inline sx_hslot *sx_ht_slot(const sx_health *h, uint32_t i)
+{
+    return (sx_hslot *)(h->base + SX_HT_HEADER + (size_t)i * SX_HT_SLOT);
+}
+
+/* A consistent copy of slot i's current record (never blocks). */
+void sx_ht_read(const sx_health *h, uint32_t i, sx_hrec *out);
+/* Writers: lock (0, or -1 with errno set), then publish records, then unlock. */
+int sx_ht_lock(const sx_health *h);
+void sx_ht_unlock(const sx_health *h);
+/* Under the lock: publish rec as slot i's new current record. */
+void sx_ht_publish(const sx_health *h, uint32_t i, const sx_hrec *rec);
+
+/* Usable for a new call now: not drained, and up or its cool-down over. */
+static inline int sx_ht_usable(const sx_health *h, const sx_hrec *r, double now)
+{
+    return !r->drained && (!r->out || now - r->out_since >= h->cooldown);
+}
+
+/* Health updates (each takes and drops the lock). Return 1 when the state
+ * changed (went out / came back / drain flag changed), 0 if not, -1 on a lock error. */
+int sx_ht_mark_failed(const sx_health *h, uint32_t i, double now);
+int sx_ht_mark_ok(const sx_health *h, uint32_t i, double now);
+int sx_ht_set_drained(const sx_health *h, uint32_t i, int drained);
+
+/* Take target i for one new call at `now`: checks and consumes its rate limit
+ * and, when it is out with its cool-down over, claims the single trial call
+ * (restarts the cool-down so other workers keep skipping it).
+ * Returns 1 taken, 0 refused (*wait set to the seconds until the rate limit
+ * allows a call, or 0 when another worker claimed the trial), -1 lock error.
+ * A target that is up with no rate limit is taken without any lock. */
+int sx_ht_take(const sx_health *h, uint32_t i, double now, double *wait);
+
+#endif
