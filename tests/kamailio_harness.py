@@ -228,7 +228,8 @@ class Lab:
                 f'CTL_SOCKET="{self.ctl}"']
         if self.mode == "sipedge":
             defs += [f'TARGETS_FILE="{self.targets_file}"', f'KEMI_FILE="{KEMI}"',
-                     f'SIPEDGE_PATH="{sipedge_path()}"', f'STATE_FILE="{self.state_file}"']
+                     f'SIPEDGE_PATH="{sipedge_path()}"', f'STATE_FILE="{self.state_file}"',
+                     f'HEALTH_TABLE="{self.tmp}/health.table"']
         else:
             defs += ["WITH_DISPATCHER", f'DS_LIST="{self.targets_file}"',
                      f"DS_PING_INTERVAL={max(1, int(self.probe_interval))}"]
@@ -250,8 +251,7 @@ class Lab:
             if len(_children(self.kam.pid)) < self.children + 2:
                 return False
             if self.mode == "sipedge":
-                st = self.state()
-                return bool(st) and st.get("gen", 0) >= 1
+                return bool(self.state().get("targets"))
             return True
         self._wait(ready, 30, "kamailio to listen (and, with sipedge, its timer to publish)")
         if self.kam.poll() is not None:
@@ -261,7 +261,7 @@ class Lab:
         """Drain target *i* the way each config does it: sipedge, the targets
         file's ``drain = true``; the dispatcher, ``kamcmd dispatcher.set_state``."""
         if self.mode == "sipedge":
-            flags = [bool(t["state"] == "drained") for t in self.state().get("targets", [])]
+            flags = [bool(t.get("drained")) for t in self.state().get("targets", [])]
             flags = (flags + [False] * len(self.weights))[:len(self.weights)]
             flags[i] = on
             self.write_targets(drain=flags)

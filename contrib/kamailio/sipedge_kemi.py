@@ -2,13 +2,13 @@
 relays each new INVITE to the target sipedge chooses, with Twilio's failover
 rules, shared health, drain and OPTIONS probing. Loaded by kamailio.cfg
 (modparam("app_python3", "load", KEMI_FILE)); everything it needs comes from
-the cfg's defines (TARGETS_FILE, SIPEDGE_PATH, STATE_FILE).
+the cfg's defines (TARGETS_FILE, SIPEDGE_PATH, HEALTH_TABLE, STATE_FILE).
 
 Kamailio forks its processes after mod_init(): each one then runs its own copy
 of this module; child_init() gives each a fresh random generator. The failure
 route of a call may run in another process than its request route (a timeout
 runs in Kamailio's timer process): what the call tried travels in an AVP and
-health in Kamailio's shared memory (htable "sipedge").
+health in sipedge's shared table (HEALTH_TABLE, a file in /dev/shm).
 """
 import sys
 
@@ -42,7 +42,9 @@ def mod_init():
         return None
     try:
         router = KamailioRouter.from_file(_define("TARGETS_FILE"), KSR,
+                                          table=_define("HEALTH_TABLE"),
                                           state_file=_define("STATE_FILE"))
+        router.publish()
     except SipedgeError as e:
         # one line naming the file and the fix; Kamailio then refuses to start
         KSR.err(f"sipedge: {e}\n")
@@ -85,6 +87,10 @@ class kamailio:
 
     def ksr_sipedge_failure(self, msg):
         return self.router.failure_route(msg)
+
+    def ksr_sipedge_reply(self, msg):
+        # armed only for a target's trial call after its cool-down
+        return self.router.reply_route(msg)
 
     def ksr_sipedge_timer(self, msg, evname):
         # rtimer's callback: a faked message and the event name

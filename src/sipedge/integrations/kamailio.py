@@ -16,47 +16,48 @@ complete ``kamailio.cfg`` and entry file)::
             ...                                   # max-forwards, in-dialog, CANCEL
             return self.router.relay_invite(msg)  # $du from sipedge, t_relay
         def ksr_sipedge_failure(self, msg): return self.router.failure_route(msg)
+        def ksr_sipedge_reply(self, msg): return self.router.reply_route(msg)
         def ksr_sipedge_timer(self, msg, evname): return self.router.timer(evname)
 
-What it does per INVITE: a sticky choice by Call-ID (``TargetSet.pick(key=)``,
-keys spread by weight) among the targets usable now; ``$du`` is set to the
-target's destination (``sip:host:port;transport=...``) and the request URI is
-kept (for a termination target the R-URI host is set to the target's host
-name); the index of every target tried is carried in ``$avp(sipedge_tried)``.
-In the failure route (which Kamailio runs in the process that saw the reply
-or, for a timeout, in its timer process): Twilio's failover rules
-(:func:`sipedge.select.should_failover`), health marking
-(:func:`counts_against_health`), then the first target of a fresh failover
-order that this call has not tried; when none is left, the ``fallback`` URI of
-the targets file, else the best reply goes upstream (Kamailio's tm).
+Per INVITE: ``TargetSet.pick(key=Call-ID)`` (the call's own failover order,
+the same in every process; keys spread by weight as Twilio documents) among
+the targets usable now; ``$du`` is set to the target's destination
+(``sip:host:port;transport=...``) and the request URI is kept (a target with
+a resolved ``address``, e.g. a Twilio termination edge, gets its host name as
+the R-URI host); what the call tried travels in ``$avp(sipedge_tried)``
+(``TargetSet.tried`` form, "0,2"). In the failure route (which Kamailio runs
+in the process that saw the reply or, for a timeout, in its timer process):
+health marking (:func:`sipedge.select.counts_against_health`: no answer, 408,
+5xx), Twilio's failover rules (:func:`sipedge.select.should_failover`), then
+``pick(key=Call-ID, exclude=tried)``; when nothing is left, the ``fallback``
+URI of the targets file, else the best reply goes upstream (Kamailio's tm).
 
-**Shared health.** Every Kamailio process runs its own copy of this module
-(fork after ``mod_init``), so health lives in Kamailio's shared memory, an
-``htable`` (``sipedge=>size=8;`` in kamailio.cfg): per target ``out:<i>`` (0,
-or the ``time.monotonic()`` second until which it is out; 2**31-1: until a
-probe or ``mark_ok`` brings it back), ``drain:<i>`` and ``fail:<i>``
-(failures since the last success), plus ``gen``, incremented on every change.
-A worker reads ``gen`` once per INVITE and re-reads the rest only when it
-moved (or a cool-down deadline passed), so a failure marked by any process
-(the timer process included) takes the target out for all of them at their
-next INVITE. (When sipedge's own shared health table lands, it replaces the
-htable behind the same calls.)
+**Shared health**: the ``TargetSet`` keeps its health in a shared table
+(:mod:`sipedge.health`, a file in ``/dev/shm`` mapped by every Kamailio
+process): a failure marked by any process, the timer process included, takes
+the target out for all of them at their next INVITE; so do drain and the
+prober's results. Kamailio forks with C ``fork()``, so Python's at-fork hooks
+do not run: :meth:`KamailioRouter.child_init` reseeds each process.
 
-**Prober.** One process (Kamailio's ``rtimer`` process, every 250 ms) sends
+**Recovery**: with ``cooldown = 0`` in the targets file a failed target stays
+out until OPTIONS probing sees it answer (as Kamailio's dispatcher with
+probing); with a cool-down it is offered to ONE call after it (the trial,
+claimed through the shared table) and that call's final answer, seen in
+:meth:`reply_route` or :meth:`failure_route`, decides.
+
+**Prober**: one process (Kamailio's ``rtimer`` process, every 250 ms) sends
 SIP OPTIONS over UDP to the targets (``mode = "out"``: only those out of
 service; ``"all"``: every target, failures count against health; ``"off"``),
 each every ``interval`` seconds (at least 10 s for Twilio hosts, as Twilio
-asks), and brings a target back after ``ok_threshold`` answers whose code is
-in ``ok_codes`` (default: any 2xx; a 503 answer keeps it out). The same tick
-re-reads the targets file when it changes: ``drain`` changes are
-applied to every process (a drained target gets no new calls; calls already
-set up are untouched, their ACK/BYE follow the Record-Route).
-
-Outside Kamailio (tests, tooling) the same router runs with
-:class:`LocalHealth` instead of the htable.
+asks), and reports answers whose code is in ``ok_codes`` (default: any 2xx;
+a 503 keeps a target out) with ``mark_ok``. The same tick re-reads the
+targets file when it changes (``drain`` changes apply to every process; a
+drained target gets no new calls, calls already set up are untouched: their
+ACK/BYE follow the Record-Route) and rewrites the state file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -66,8 +67,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from .._impl import implementation
-from ..errors import InputError, SelectionError
-from ..select import Target, TargetSet, should_failover, termination_order
+from ..errors import HealthTableError, InputError, SelectionError
+from ..health import table_path
+from ..select import (Target, TargetSet, counts_against_health, should_failover,
+                      termination_order)
 from ..uri import parse_uri
 
 try:  # Python 3.11+
@@ -75,25 +78,13 @@ try:  # Python 3.11+
 except ImportError:  # pragma: no cover - 3.10
     import tomli as _toml  # type: ignore[no-redef]
 
-#: ``out:<i>`` value meaning "until a probe or mark_ok brings it back".
-FOREVER = 2**31 - 1
-#: final statuses that say the target itself failed (not the callee).
-HEALTH_FAILURE_CODES = frozenset({500, 503})
+#: the cool-down that means "until a probe or mark_ok brings it back" (10 years)
+UNTIL_PROBED = 10 * 365 * 86400.0
 #: the AVP that carries the indices tried for one call ("0,2").
 TRIED_AVP = "$avp(sipedge_tried)"
 #: the minimum OPTIONS interval Twilio asks for, seconds.
 TWILIO_MIN_PROBE_INTERVAL = 10.0
 PROBE_MODES = ("out", "all", "off")
-
-
-def counts_against_health(status: Optional[int]) -> bool:
-    """Whether a final *status* (``None``: no answer before the timeout) says the
-    target is unhealthy: no answer, 500 or 503. A 486 or 404 is the callee's
-    answer and says the target works; a 408 received from the target is its
-    downstream timing out, not the target."""
-    if status is None:
-        return True
-    return status in HEALTH_FAILURE_CODES
 
 
 # ------------------------------------------------------------ targets file
@@ -123,7 +114,6 @@ class TargetsConfig:
 
     targets: list                                   # [Target]
     drain: list                                     # [bool], one per target
-    ruri_host: list                                 # [str or None]: R-URI host to set
     health: Health = field(default_factory=Health)
     probe: Probe = field(default_factory=Probe)
     fallback: Optional[str] = None                  # sip: URI when every target failed
@@ -210,27 +200,28 @@ def _load_toml(path: str, doc: dict) -> TargetsConfig:
         else:
             raise _fail(path, f"unknown key probe.{k}; known: mode, interval, timeout, "
                         "ok_threshold, ok_codes, source")
-    targets, drain, ruri = [], [], []
+    targets, drain = [], []
+    keys = ("uri", "priority", "weight", "enabled", "drain", "cps", "burst", "address")
     for n, t in enumerate(doc.get("target", [])):
         if not isinstance(t, dict) or "uri" not in t:
             raise _fail(path, f"[[target]] #{n + 1} has no uri = \"sip:host[:port]\"")
         for k in t:
-            if k not in ("uri", "priority", "weight", "enabled", "drain"):
-                raise _fail(path, f"[[target]] #{n + 1}: unknown key {k!r}; known: uri, "
-                            "priority, weight, enabled, drain")
+            if k not in keys:
+                raise _fail(path, f"[[target]] #{n + 1}: unknown key {k!r}; known: "
+                            f"{', '.join(keys)}")
         try:
             targets.append(Target(t["uri"], t.get("priority", 10), t.get("weight", 1),
-                                  t.get("enabled", True)))
+                                  t.get("enabled", True), cps=t.get("cps"),
+                                  burst=t.get("burst", 1), address=t.get("address")))
         except InputError as e:
             raise _fail(path, f"[[target]] #{n + 1}: {e}") from None
         d = t.get("drain", False)
         if not isinstance(d, bool):
             raise _fail(path, f"[[target]] #{n + 1}: drain = {d!r} is not true or false")
         drain.append(d)
-        ruri.append(None)
     term = doc.get("termination")
     if term is not None:
-        targets, drain, ruri = _termination_targets(path, term, targets, drain, ruri)
+        _termination_targets(path, term, targets, drain)
     if not targets:
         raise _fail(path, "no targets; add [[target]] uri = \"sip:host\" entries "
                     "or a [termination] table")
@@ -242,13 +233,14 @@ def _load_toml(path: str, doc: dict) -> TargetsConfig:
             raise _fail(path, f"fallback: {e}") from None
     _check_probe_interval(path, probe, targets)
     _check_unique(path, targets)
-    return TargetsConfig(targets, drain, ruri, health, probe, fb, path)
+    return TargetsConfig(targets, drain, health, probe, fb, path)
 
 
-def _termination_targets(path: str, term: Any, targets: list, drain: list, ruri: list):
+def _termination_targets(path: str, term: Any, targets: list, drain: list) -> None:
     """``[termination] domain = "x", edges = [...], addresses = {host = [ip...]}``:
     the Twilio termination order (edge after edge, every address of each), one
-    priority per attempt, the R-URI host kept as the termination host name."""
+    priority per attempt; each target sends to the address and keeps the
+    termination host name for the R-URI (Twilio answers 403 to a bare IP)."""
     if not isinstance(term, dict) or "domain" not in term:
         raise _fail(path, "[termination] needs domain = \"example\" (your trunk's "
                     "termination domain without .pstn.twilio.com)")
@@ -258,12 +250,11 @@ def _termination_targets(path: str, term: Any, targets: list, drain: list, ruri:
         attempts = termination_order(term["domain"], edges or [None], addrs)
     except (InputError, SelectionError) as e:
         raise _fail(path, f"[termination]: {e}") from None
+    base = len(targets)
     for n, a in enumerate(attempts):
-        host = a.address or a.host
-        targets.append(Target(f"sip:{host}", n, 1))
+        uri = f"sip:{a.host}" + (f";maddr={a.address}" if a.address else "")
+        targets.append(Target(uri, base + n, 1, address=a.address))
         drain.append(False)
-        ruri.append(a.host)
-    return targets, drain, ruri
 
 
 def _check_probe_interval(path: str, probe: Probe, targets: Sequence[Target]) -> None:
@@ -284,7 +275,7 @@ def _check_unique(path: str, targets: Sequence[Target]) -> None:
 
 
 def _load_dispatcher_list(path: str, text: str, setid: Optional[int]) -> TargetsConfig:
-    targets, drain, ruri = [], [], []
+    targets, drain = [], []
     first = None
     for ln, line in enumerate(text.splitlines(), 1):
         s = line.split("#", 1)[0].strip()
@@ -299,7 +290,7 @@ def _load_dispatcher_list(path: str, text: str, setid: Optional[int]) -> Targets
         if sid != (setid if setid is not None else first):
             continue
         uri = parts[1]
-        # ;lr is meaningless for a destination; other parameters are kept for the parser
+        # ;lr says nothing about the destination: dropped so sip:h;lr and sip:h are one
         uri = re.sub(r";lr(?=;|$)", "", uri)
         weight = 1
         if len(parts) >= 5:
@@ -318,199 +309,113 @@ def _load_dispatcher_list(path: str, text: str, setid: Optional[int]) -> Targets
             targets.append(Target(uri, 10, weight))
         except InputError as e:
             raise _fail(path, f"line {ln}: {e}") from None
-        ruri.append(None)
     if not targets:
         raise _fail(path, f"no destinations for set {setid if setid is not None else first}")
     _check_unique(path, targets)
-    return TargetsConfig(targets, drain, ruri, Health(), Probe(), None, path)
+    return TargetsConfig(targets, drain, Health(), Probe(), None, path)
 
 
 def destination(target: Target) -> str:
-    """What Kamailio's ``$du`` gets for *target*: ``sip:host:port;transport=x``
-    (no ``;edge=``, which is a Twilio origination parameter, not a destination)."""
-    u = target.uri
-    host = f"[{u.host}]" if u.host_kind == "ipv6" else u.host
-    scheme = "sips" if u.scheme == "sips" else "sip"
-    return f"{scheme}:{host}:{u.port};transport={u.transport}"
+    """What Kamailio's ``$du`` gets for *target* (:attr:`Target.destination`):
+    ``sip:host:port;transport=x``, no ``;edge=`` (a Twilio origination
+    parameter, not a destination)."""
+    return target.destination
 
 
-# ------------------------------------------------------------ shared health
-class LocalHealth:
-    """The health store in one process (tests, tools): a dict with the
-    htable's calls."""
-
-    def __init__(self) -> None:
-        self.d: dict[str, int] = {}
-
-    def get(self, key: str) -> int:
-        return self.d.get(key, 0)
-
-    def set(self, key: str, value: int) -> None:
-        self.d[key] = value
-
-    def inc(self, key: str) -> int:
-        self.d[key] = self.d.get(key, 0) + 1
-        return self.d[key]
-
-
-class HtableHealth:
-    """The health store in Kamailio's shared memory: an ``htable`` whose
-    integer items every Kamailio process reads and writes."""
-
-    def __init__(self, ksr: Any, table: str = "sipedge") -> None:
-        self._ht = ksr.htable
-        self.table = table
-
-    def get(self, key: str) -> int:
-        v = self._ht.sht_get(self.table, key)
-        return v if isinstance(v, int) else 0
-
-    def set(self, key: str, value: int) -> None:
-        self._ht.sht_seti(self.table, key, value)
-
-    def inc(self, key: str) -> int:
-        v = self._ht.sht_inc(self.table, key)
-        if isinstance(v, int) and v > 0:
-            return v
-        # htable does not increment a missing item: create it
-        self._ht.sht_seti(self.table, key, 1)
-        return 1
+def default_table(targets_path: str) -> str:
+    """The shared health table of a Kamailio instance when HEALTH_TABLE is not
+    set: ``/dev/shm/sipedge-kamailio-<hash of the targets file's path>``."""
+    h = hashlib.sha1(os.path.abspath(targets_path).encode()).hexdigest()[:12]
+    return f"kamailio-{h}"
 
 
 # ------------------------------------------------------------ the router
 class KamailioRouter:
     """sipedge's routing for a KEMI script. *ksr* is Kamailio's ``KSR`` module
-    (None outside Kamailio: selection and health work, relaying does not)."""
+    (None outside Kamailio: selection and health work, relaying does not).
+    *table*: the shared health table (name or path; None: private to this
+    process, for tools and tests; "" : :func:`default_table`)."""
 
-    def __init__(self, config: TargetsConfig, ksr: Any = None, *, health: Any = None,
+    def __init__(self, config: TargetsConfig, ksr: Any = None, *, table: Optional[str] = "",
                  failure_callback: str = "ksr_sipedge_failure",
+                 reply_callback: str = "ksr_sipedge_reply",
                  state_file: str = "", clock=time.monotonic) -> None:
         self.config = config
         self.ksr = ksr
-        if health is None:
-            health = HtableHealth(ksr) if ksr is not None else LocalHealth()
-        self.health = health
         self.failure_callback = failure_callback
+        self.reply_callback = reply_callback
         self.state_file = state_file
         self.clock = clock
-        self.targets = list(config.targets)
-        self.dst = [destination(t) for t in self.targets]
-        self._ruri_host = list(config.ruri_host)
+        if table == "":
+            table = default_table(config.path) if config.path else None
+        self.table = table
+        cd = config.health.cooldown
+        settings = dict(fail_threshold=config.health.fail_threshold,
+                        ok_threshold=config.probe.ok_threshold,
+                        cooldown=cd if cd > 0 else UNTIL_PROBED, clock=clock)
+        try:
+            self.ts = TargetSet(config.targets, table=table, **settings)
+        except HealthTableError:
+            if table is None or table != default_table(config.path):
+                raise
+            # the default table of this targets file, made for an older list:
+            # start a new one (mod_init runs before Kamailio forks its workers)
+            os.unlink(table_path(table))
+            self.ts = TargetSet(config.targets, table=table, **settings)
+        self.targets = self.ts.targets
+        self.dst = [t.destination for t in self.targets]
+        # a target with a resolved address keeps its host name in the R-URI
+        self._rd = [t.uri.host if t.address else None for t in self.targets]
+        self._index = {id(t): i for i, t in enumerate(self.targets)}
         self._prober: Optional[_Prober] = None
-        self._published = False
         self._file_sig = _file_sig(config.path)
-        self._state_written = None
+        self._state_written: Any = None
         self._last_state_write = 0.0
-        self._new_set()
+        self._pick = self.ts.pick
 
     @classmethod
     def from_file(cls, path: str, ksr: Any = None, **kwargs: Any) -> "KamailioRouter":
         return cls(load_targets(path), ksr, **kwargs)
 
-    def _new_set(self) -> None:
-        """A fresh TargetSet (fresh random seed): made again in every child
-        process, so that forked workers do not draw the same sequence."""
-        # health is driven from the shared store: local marks only mirror it
-        self.ts = TargetSet(self.targets, fail_threshold=1, ok_threshold=1, cooldown=1e12)
-        self._index = {id(t): i for i, t in enumerate(self.ts.targets)}
-        self._order_indices = self.ts._core.order_indices
-        self._usable = [True] * len(self.targets)
-        self._gen = None
-        self._next_deadline = float("inf")
-
     # ------------------------------------------------------- process hooks
     def publish(self) -> None:
-        """Publish the targets file's drain flags to the shared store (the
-        timer process does it on its first tick; until then, ``gen`` is 0
-        and every process uses the flags of the file it loaded)."""
+        """Apply the targets file's drain flags to the shared table (Kamailio's
+        main process, in mod_init, before the workers exist)."""
         for i, d in enumerate(self.config.drain):
-            self.health.set(f"drain:{i}", 1 if d else 0)
-            self.health.set(f"fail:{i}", 0)
-            self.health.set(f"out:{i}", 0)
-        self.health.set("gen", max(self.health.get("gen"), 0) + 1)
-        self._published = True
+            (self.ts.drain if d else self.ts.undrain)(i)
 
     def child_init(self, rank: int) -> int:
-        self._new_set()
+        """A new Kamailio process: Kamailio forks in C, so Python's at-fork
+        hooks did not run; reseed so that workers do not draw alike."""
+        self.ts.reseed()
         return 0
 
-    # ------------------------------------------------------- shared health
-    def sync(self) -> None:
-        """Bring this process's selection in line with the shared health."""
-        g = self.health.get("gen")
-        if g == self._gen and self.clock() < self._next_deadline:
-            return
-        self._gen = g
-        now = self.clock()
-        nxt = float("inf")
-        get = self.health.get
-        for i in range(len(self.targets)):
-            out = get(f"out:{i}")
-            usable = not (get(f"drain:{i}") if g else self.config.drain[i])
-            if out:
-                if out == FOREVER or now < out:
-                    usable = False
-                    if out != FOREVER:
-                        nxt = min(nxt, out)
-            if usable != self._usable[i]:
-                self._usable[i] = usable
-                if usable:
-                    self.ts._core.mark_ok(i)
-                else:
-                    self.ts._core.mark_failed(i)
-        self._next_deadline = nxt
-
+    # ------------------------------------------------------- health
     def mark_failed(self, i: int) -> bool:
-        """A failure of target *i*; True when it took the target out."""
-        n = self.health.inc(f"fail:{i}")
-        if n < self.config.health.fail_threshold or self.health.get(f"out:{i}"):
-            return False
-        cd = self.config.health.cooldown
-        self.health.set(f"out:{i}", FOREVER if cd <= 0 else int(self.clock() + cd) + 1)
-        self.health.inc("gen")
-        return True
+        return self.ts.mark_failed(i)
 
     def mark_ok(self, i: int) -> bool:
-        """A success of target *i*; True when it brought the target back."""
-        if self.health.get(f"fail:{i}"):
-            self.health.set(f"fail:{i}", 0)
-        if not self.health.get(f"out:{i}"):
-            return False
-        self.health.set(f"out:{i}", 0)
-        self.health.inc("gen")
-        return True
+        return self.ts.mark_ok(i)
 
-    def drain(self, i: int, on: bool = True) -> None:
-        """Drain (no new calls) or undrain target *i* for every process."""
-        self.health.set(f"drain:{i}", 1 if on else 0)
-        self.health.inc("gen")
-
-    def index_of(self, uri: str) -> int:
-        """Index of the target with this URI (any spelling of the destination)."""
-        return self.ts.index(uri)
+    def drain(self, i: int, on: bool = True) -> bool:
+        return self.ts.drain(i) if on else self.ts.undrain(i)
 
     # ------------------------------------------------------- selection
-    def choose(self, key: Any = None, tried: Sequence[int] = ()) -> Optional[int]:
-        """Index of the target for a call: the sticky choice for *key* when
-        nothing was tried, else the first untried one of a fresh failover
-        order; None when no usable target is left."""
-        self.sync()
-        if not tried:
-            try:
-                t = self.ts.pick(key)
-            except SelectionError:
-                return None
-            return self._index.get(id(t))
-        for i in self._order_indices():
-            if i not in tried:
-                return i
-        return None
+    def choose(self, key: Any = None, tried: str = "") -> Optional[int]:
+        """Index of the target for a call: the first of *key*'s order (a
+        fresh draw without a key) not in *tried* ("0,2"); None when nothing
+        is usable (drained, out, disabled, or at its call-rate limit)."""
+        try:
+            t = self._pick(key, tried or None)
+        except SelectionError:
+            return None
+        return self._index[id(t)]
 
     # ------------------------------------------------------- KEMI routes
     def relay_invite(self, msg: Any = None) -> int:
         """Route a new INVITE: choose, set ``$du`` (and the R-URI host of a
-        termination target), arm the failure route, ``t_relay``. Replies 503
-        when no target is usable and no fallback is set."""
+        target with a resolved address), arm the failure route, ``t_relay``.
+        Replies 503 when no target is usable and no fallback is set."""
         K = self.ksr
         i = self.choose(K.pv.get("$ci"))
         if i is None:
@@ -523,48 +428,69 @@ class KamailioRouter:
     def _send_to(self, i: int, tried: str) -> None:
         K = self.ksr
         K.pv.sets("$du", self.dst[i])
-        if self._ruri_host[i]:
-            K.pv.sets("$rd", self._ruri_host[i])
+        if self._rd[i]:
+            K.pv.sets("$rd", self._rd[i])
         K.pv.sets(TRIED_AVP, tried)
         K.tm.t_on_failure(self.failure_callback)
+        if self.ts._core.state(i) == "probing":
+            # this call is the target's trial after its cool-down: its answer decides
+            K.tm.t_on_reply(self.reply_callback)
 
     def _no_target(self) -> int:
         K = self.ksr
         if self.config.fallback:
-            K.pv.sets("$du", destination(Target(self.config.fallback, 0, 0)))
+            K.pv.sets("$du", Target(self.config.fallback, 0, 0).destination)
             K.tm.t_relay()
             return 1
         K.sl.send_reply(503, "No target available")
         return 1
 
+    def _last_tried(self) -> tuple:
+        tried = self.ksr.pv.get(TRIED_AVP)
+        if not tried:
+            return "", None
+        tried = str(tried)
+        return tried, int(tried.rsplit(",", 1)[-1])
+
+    def reply_route(self, msg: Any = None) -> int:
+        """tm onreply route, armed only for a target's trial call: a final
+        answer that does not count against health brings it back."""
+        code = self.ksr.pv.get("$rs")
+        if code is not None and int(code) >= 200 and not counts_against_health(int(code)):
+            _, last = self._last_tried()
+            if last is not None:
+                self.ts.mark_ok(last)
+        return 1
+
     def failure_route(self, msg: Any = None) -> int:
         """The tm failure route: health marking, Twilio's failover rules, the
-        next untried target (``$du`` through ``KSR.pv.sets``: ``setdsturi()``
-        makes ``t_relay`` fail here), or the fallback."""
+        next target of the call's order that it has not tried (``$du``
+        through ``KSR.pv.sets``: ``setdsturi()`` makes ``t_relay`` fail here),
+        or the fallback."""
         K = self.ksr
         if K.tm.t_is_canceled() > 0:
             return 1
-        tried_s = K.pv.get(TRIED_AVP)
-        if not tried_s:
+        tried, last = self._last_tried()
+        if last is None:
             return 1
-        tried = [int(x) for x in str(tried_s).split(",")]
-        last = tried[-1]
         if K.tm.t_branch_timeout() > 0 and K.tm.t_branch_replied() < 0:
             status = None
         else:
             status = K.pv.get("$T_reply_code")
             status = int(status) if status is not None else None
         if counts_against_health(status):
-            self.mark_failed(last)
+            self.ts.mark_failed(last)
+        elif status is not None and status >= 200:
+            self.ts.mark_ok(last)   # it answered (486, 404...): it works
         if status is not None and (status < 200 or not should_failover(status)):
             return 1
-        i = self.choose(tried=tried)
+        i = self.choose(K.pv.get("$ci"), tried)
         if i is None:
             if self.config.fallback:
-                K.pv.sets("$du", destination(Target(self.config.fallback, 0, 0)))
+                K.pv.sets("$du", Target(self.config.fallback, 0, 0).destination)
                 K.tm.t_relay()
             return 1
-        self._send_to(i, f"{tried_s},{i}")
+        self._send_to(i, f"{tried},{i}")
         K.tm.t_relay()
         return 1
 
@@ -573,8 +499,6 @@ class KamailioRouter:
         """The one-process tick (Kamailio's rtimer): targets-file changes,
         OPTIONS probing, the state file."""
         try:
-            if not self._published:
-                self.publish()
             self._reload_if_changed()
             if self.config.probe.mode != "off":
                 if self._prober is None:
@@ -603,33 +527,18 @@ class KamailioRouter:
             self._log(f"sipedge: {self.config.path}: the target list changed; restart "
                       "kamailio to load it (drain changes apply live)")
             return
-        changed = False
         for i, d in enumerate(new.drain):
-            if bool(self.health.get(f"drain:{i}")) != d:
-                self.health.set(f"drain:{i}", 1 if d else 0)
-                changed = True
-        if changed:
-            self.health.inc("gen")
+            (self.ts.drain if d else self.ts.undrain)(i)
+        self.config.drain = list(new.drain)
 
     def status(self) -> list:
-        """One dict per target: uri, destination, priority, weight, state
-        (up/out/drained), failures (since the last success), probe results."""
-        now = self.clock()
-        rows = []
-        for i, t in enumerate(self.targets):
-            out = self.health.get(f"out:{i}")
-            st = "up"
-            if out and (out == FOREVER or now < out):
-                st = "out"
-            if self.health.get(f"drain:{i}"):
-                st = "drained"
-            if not t.enabled:
-                st = "disabled"
-            row = {"uri": str(t), "destination": self.dst[i], "priority": t.priority,
-                   "weight": t.weight, "state": st, "failures": self.health.get(f"fail:{i}")}
-            if self._prober is not None:
+        """One dict per target (``TargetSet.status()``: uri, destination,
+        priority, weight, state, drained, failures, successes...) with the
+        prober's last code and round-trip time."""
+        rows = self.ts.status()
+        if self._prober is not None:
+            for i, row in enumerate(rows):
                 row.update(self._prober.info(i))
-            rows.append(row)
         return rows
 
     def _write_state(self) -> None:
@@ -641,7 +550,7 @@ class KamailioRouter:
             return
         tmp = f"{self.state_file}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump({"gen": self.health.get("gen"), "pid": os.getpid(),
+            json.dump({"pid": os.getpid(), "table": self.ts.table.path,
                        "implementation": implementation()["select"], "targets": rows}, f)
         os.replace(tmp, self.state_file)
         self._state_written = rows
@@ -675,7 +584,6 @@ class _Prober:
         n = len(router.targets)
         self.next_due = [0.0] * n
         self.pending: dict[str, tuple[int, float]] = {}
-        self.oks = [0] * n
         self.last_code: list = [None] * n
         self.rtt: list = [None] * n
         self.sent = 0
@@ -705,8 +613,7 @@ class _Prober:
         for i, t in enumerate(self.r.targets):
             if now < self.next_due[i] or not t.enabled or t.uri.transport != "udp":
                 continue
-            out = self.r.health.get(f"out:{i}")
-            if self.cfg.mode == "out" and not out:
+            if self.cfg.mode == "out" and self.r.ts._core.state(i) not in ("out", "probing"):
                 continue
             if any(v[0] == i for v in self.pending.values()):
                 continue
@@ -767,12 +674,6 @@ class _Prober:
         else:
             self.last_code[i] = "timeout"
         if ok:
-            self.oks[i] += 1
-            if self.oks[i] >= self.cfg.ok_threshold:
-                self.r.mark_ok(i)
-        else:
-            self.oks[i] = 0
-            if self.cfg.mode == "all":
-                self.r.mark_failed(i)
-            elif self.r.health.get(f"out:{i}") == 0:
-                pass
+            self.r.mark_ok(i)        # ok_threshold in a row bring it back (the table counts)
+        elif self.cfg.mode == "all" or self.r.ts._core.state(i) in ("out", "probing"):
+            self.r.mark_failed(i)
