@@ -23,6 +23,8 @@ from .errors import (
     URIError,
     OverrideError,
     SnapshotError,
+    ResolveError,
+    ProbeError,
 )
 
 # The other exports are imported on first use (PEP 562), so a command such as
@@ -36,6 +38,8 @@ _LAZY = {
     "termination_host": "catalog",
     "OriginationURI": "uri", "parse_uri": "uri",
     "Classifier": "classify", "Verdict": "classify",
+    "Resolver": "locate", "Resolution": "locate", "Destination": "locate",
+    "Prober": "locate", "ProbeTarget": "locate", "ProbeResult": "locate",
 }
 
 __all__ = [
@@ -70,6 +74,8 @@ __all__ = [
 __all__ += ["Classifier", "Verdict"]
 __all__ += ["counts_against_health", "HealthTable", "DisasterRecovery", "RateLimited",
             "HealthTableError"]
+__all__ += ["ResolveError", "ProbeError", "Resolver", "Resolution", "Destination", "Prober",
+            "ProbeTarget", "ProbeResult"]
 
 
 def __getattr__(name: str):

@@ -21,8 +21,9 @@ exit codes:
   3  bad input: allowlist, URI, capture file, address, snapshot
   4  permission: not root / no CAP_NET_ADMIN
   5  the system cannot do it: kernel support, namespace, netlink, lock held
-  6  no usable target (every target out, no disaster-recovery URL)
+  6  no usable target (every target out, no disaster-recovery URL); probe: a target is out
   7  drift: the live firewall differs from the desired state (firewall status)
+  8  DNS resolution failed (resolve, probe): NXDOMAIN, SERVFAIL, timeout, no record
 """
 
 Handler = Callable[[argparse.Namespace], int]
@@ -530,8 +531,138 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- resolve / probe
+def _add_resolver_args(p) -> None:
+    p.add_argument("--nameserver", metavar="IP[:PORT]", action="append",
+                   help="DNS server to ask (repeatable; default: /etc/resolv.conf)")
+    p.add_argument("--dns-timeout", type=float, default=2.0, metavar="S",
+                   help="seconds for each DNS query, retries included (default: 2)")
+
+
+def _resolver(args: argparse.Namespace):
+    from .locate import Resolver
+
+    return Resolver(args.nameserver, timeout=args.dns_timeout)
+
+
+def _add_resolve(sub) -> None:
+    p = sub.add_parser(
+        "resolve", help="RFC 3263: the DNS steps and the failover order of a SIP URI",
+        description="Resolve a sip:/sips: URI or a host name as RFC 3263 says (NAPTR, SRV, "
+                    "A/AAAA; an explicit port or numeric host skips what it should) and print "
+                    "each step and the resulting failover order: host, address, port, "
+                    "transport, SRV priority and weight, TTL left. The SRV order is one draw "
+                    "of sipedge's selection (run it again for another).")
+    p.add_argument("uri", metavar="URI", help="sip:host[:port][;transport=...], sips:..., or a host name")
+    _add_resolver_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_resolve)
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    res = _resolver(args).resolve(args.uri)
+    out = res.to_dict()
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"RFC 3263 steps for {out['uri']}:")
+    for st in out["steps"]:
+        note = f"   ({st['note']})" if st["note"] else ""
+        print(f"  {st['query']}{note}")
+        for line in st["answer"]:
+            print(f"      {line}")
+    rows = out["destinations"]
+    print(f"failover order (transport {out['transport']}):")
+    w_host = max([len(r["host"]) for r in rows] + [4])
+    w_addr = max([len(r["address"]) for r in rows] + [7])
+    print(f"  {'#':>2}  {'host':<{w_host}}  {'address':<{w_addr}}  {'port':>5}  {'transport':<9}  "
+          f"{'prio':>5}  {'weight':>6}  {'ttl':>8}")
+    for i, r in enumerate(rows, 1):
+        ttl = "-" if r["ttl"] is None else f"{r['ttl']:.0f} s"
+        print(f"  {i:>2}  {r['host']:<{w_host}}  {r['address']:<{w_addr}}  {r['port']:>5}  "
+              f"{r['transport']:<9}  {r['priority']:>5}  {r['weight']:>6}  {ttl:>8}")
+    return 0
+
+
+def _add_probe(sub) -> None:
+    p = sub.add_parser(
+        "probe", help="SIP OPTIONS health probes: state, last code, latency per target",
+        description="Send SIP OPTIONS (UDP, TCP or TLS, from the URI) to each target COUNT "
+                    "times, INTERVAL seconds apart, and print each target's state, last "
+                    "response and latency (EWMA and spread). Host names are resolved with "
+                    "RFC 3263. Exit 0 when every target is up, 6 when one is out. Twilio "
+                    "hosts refuse an interval under 10 s.")
+    p.add_argument("uri", metavar="URI", nargs="+", help="sip:/sips: URI or host name")
+    p.add_argument("--interval", type=float, default=10.0, metavar="S",
+                   help="seconds between probes of one target (default: 10)")
+    p.add_argument("--count", type=int, default=1, metavar="N",
+                   help="probes per target (default: 1)")
+    p.add_argument("--timeout", type=float, default=4.0, metavar="S",
+                   help="seconds without a final response before a probe fails with a local "
+                        "408 (default: 4, Twilio's failover time)")
+    p.add_argument("--reply-codes", metavar="LIST",
+                   help="codes or classes that count as alive, e.g. 200,2xx,404 "
+                        "(default: any final response)")
+    p.add_argument("--fail-threshold", type=int, default=1, metavar="N",
+                   help="consecutive failures that put a target out (default: 1)")
+    p.add_argument("--ok-threshold", type=int, default=1, metavar="N",
+                   help="consecutive successes that bring it back (default: 1)")
+    p.add_argument("--each-address", action="store_true",
+                   help="resolve each URI and probe every address it resolves to")
+    _add_resolver_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .locate import Prober
+
+    if not 1 <= args.count <= 1_000_000:
+        raise errors.InputError(f"--count {args.count} is out of range 1-1000000")
+    resolver = None
+    targets: list = []
+    needs_dns = args.each_address or any(
+        not _numeric_host(u) for u in args.uri)
+    if needs_dns:
+        resolver = _resolver(args)
+    for u in args.uri:
+        if args.each_address and not _numeric_host(u):
+            targets.extend(resolver.resolve(u).destinations)
+        else:
+            targets.append(u)
+    prober = Prober(targets, interval=args.interval, timeout=args.timeout,
+                    reply_codes=args.reply_codes, fail_threshold=args.fail_threshold,
+                    ok_threshold=args.ok_threshold, resolver=resolver, stagger=False)
+    asyncio.run(prober.run(rounds=args.count))
+    rows = [s.to_dict() for s in prober.status()]
+    code = 0 if all(r["state"] == "up" for r in rows) else errors.EXIT_NO_TARGET
+    if args.json:
+        _print_json({"interval": args.interval, "count": args.count, "targets": rows})
+        return code
+    w_uri = max([len(r["uri"]) for r in rows] + [3])
+    w_addr = max([len(r["address"] or "-") for r in rows] + [7])
+    print(f"{'uri':<{w_uri}}  {'address':<{w_addr}}  {'state':<7}  {'code':>4}  "
+          f"{'latency':>10}  {'spread':>9}  {'answered':>8}  last")
+    for r in rows:
+        lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.2f} ms"
+        spr = "-" if r["spread_ms"] is None else f"{r['spread_ms']:.2f} ms"
+        print(f"{r['uri']:<{w_uri}}  {r['address'] or '-':<{w_addr}}  {r['state']:<7}  "
+              f"{r['last_code'] or '-':>4}  {lat:>10}  {spr:>9}  "
+              f"{r['answered']:>3}/{r['sent']:<4}  {r['last_reason']}")
+    return code
+
+
+def _numeric_host(text: str) -> bool:
+    from .locate.resolve import as_uri
+
+    return as_uri(text).host_kind != "name"
+
+
 # ------------------------------------------------------------------------ the rest
-ADDERS = [_add_edges, _add_allowlist, _add_hosts, _add_firewall, _add_select, _add_classify]
+ADDERS = [_add_edges, _add_allowlist, _add_hosts, _add_firewall, _add_select, _add_classify,
+          _add_resolve, _add_probe]
 
 
 def build_parser() -> argparse.ArgumentParser:

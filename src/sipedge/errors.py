@@ -13,8 +13,10 @@ Exit codes (also listed by ``sipedge --help``):
   3  bad input: allowlist, URI, capture file, address, snapshot, health table
   4  permission: not root / no CAP_NET_ADMIN
   5  the system cannot do it: kernel support, namespace, netlink, lock held
-  6  no usable target (every target out, drained or at its call-rate limit)
+  6  no usable target (every target out, drained or at its call-rate limit;
+     ``probe``: a probed target is out)
   7  drift: the live firewall differs from the desired state (``firewall status``)
+  8  DNS resolution failed: NXDOMAIN, SERVFAIL, timeout, records pointing nowhere
 """
 from __future__ import annotations
 
@@ -125,3 +127,17 @@ class DriftError(FirewallError):
     """The live firewall differs from the desired state."""
 
     exit_code = EXIT_DRIFT
+
+
+EXIT_RESOLVE = 8
+
+
+class ResolveError(SipedgeError, LookupError):
+    """A host name that could not be resolved (NXDOMAIN, SERVFAIL, timeout, records
+    pointing nowhere) and no last good answer young enough to keep using."""
+
+    exit_code = EXIT_RESOLVE
+
+
+class ProbeError(InputError):
+    """A probe configuration that cannot be used (e.g. an interval under Twilio's limit)."""
