@@ -39,18 +39,50 @@ BACKEND_PORT0 = 5081
 WAITED_MS = 3500
 
 
+def kamailio_env(extra: Optional[dict] = None) -> dict:
+    """The environment Kamailio runs with: a system PATH and no PYTHON*
+    variables, as under systemd. (An embedded interpreter finds its standard
+    library from the python3 on PATH: with a pyenv or venv python first on
+    PATH, Debian's libpython would load that one's stdlib and extensions.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env.update(extra or {})
+    return env
+
+
+KAMAILIO_VENV = os.path.join(ROOT, "build", "kamailio-venv")
+
+
+def venv_site_packages(venv: str = KAMAILIO_VENV) -> Optional[str]:
+    lib = os.path.join(venv, "lib")
+    for d in sorted(os.listdir(lib)) if os.path.isdir(lib) else ():
+        sp = os.path.join(lib, d, "site-packages")
+        if d.startswith("python") and os.path.isdir(sp):
+            return sp
+    return None
+
+
 def sipedge_path() -> str:
-    """What SIPEDGE_PATH gets: $SIPEDGE_KAMAILIO_PATH (e.g. a venv's
-    site-packages made by `make kamailio-env`), else the source tree."""
-    return os.environ.get("SIPEDGE_KAMAILIO_PATH") or os.path.join(ROOT, "src")
+    """What SIPEDGE_PATH gets: $SIPEDGE_KAMAILIO_PATH if set, else the source
+    tree in front of build/kamailio-venv's site-packages (a venv of
+    /usr/bin/python3 with sipedge's runtime dependencies, made by
+    .ci/install-deps), so the tree under test is what Kamailio runs."""
+    if os.environ.get("SIPEDGE_KAMAILIO_PATH"):
+        return os.environ["SIPEDGE_KAMAILIO_PATH"]
+    parts = [os.path.join(ROOT, "src")]
+    sp = venv_site_packages()
+    if sp:
+        parts.append(sp)
+    return ":".join(parts)
 
 
 def kamailio_impl() -> str:
     """Which selection core Kamailio's Python will load ("native"/"python"),
-    or an error text when sipedge does not import there."""
-    env = dict(os.environ, PYTHONPATH=sipedge_path())
+    or an error text when sipedge or its dependencies do not import there."""
+    env = kamailio_env({"PYTHONPATH": sipedge_path()})
     r = subprocess.run([KAMAILIO_PYTHON, "-c",
-                        "import sipedge; print(sipedge.implementation()['select'])"],
+                        "import sipedge, sipedge.locate.probe, dns.resolver; "
+                        "print(sipedge.implementation()['select'])"],
                        capture_output=True, text=True, env=env, timeout=60)
     if r.returncode:
         return "error: " + (r.stderr.strip().splitlines() or ["?"])[-1]
@@ -237,7 +269,7 @@ class Lab:
                 os.path.join(self.tmp, "kamailio.pid"), "-m", "64", "-M", "16"]
         for d in defs:
             args += ["-A", d]
-        env = dict(os.environ, **self.extra_env)
+        env = kamailio_env(self.extra_env)
         log = open(self.log, "w")
         self.kam = self.ns.popen(*args, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env)

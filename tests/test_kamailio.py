@@ -189,7 +189,9 @@ def lab_factory(tmp_path):
     want = "python" if _impl.NO_EXTENSIONS else "native"
     if got != want:
         msg = (f"Kamailio's /usr/bin/python3 loads sipedge's {got!r} selection, not {want!r}: "
-               "build the extension for it (make kamailio-env) and set SIPEDGE_KAMAILIO_PATH")
+               "run `bash .ci/install-deps` (it makes build/kamailio-venv) and build the "
+               "extension for /usr/bin/python3 (make build PYTHON=/usr/bin/python3), or set "
+               "SIPEDGE_KAMAILIO_PATH to a venv's site-packages made by `make kamailio-env`")
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
@@ -202,6 +204,8 @@ def lab_factory(tmp_path):
         st = lab.state()
         if kw.get("mode", "sipedge") == "sipedge":
             assert st["implementation"] == want
+            # Debian's interpreter with its own standard library
+            assert (st["python"], st["python_prefix"]) == (KAMAILIO_PY_VERSION, "/usr"), st
         return lab
     yield make
     for lab in labs:
@@ -209,6 +213,9 @@ def lab_factory(tmp_path):
 
 
 RATE = 100
+KAMAILIO_PY_VERSION = subprocess.run(
+    ["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"],
+    capture_output=True, text=True).stdout.strip() if os.path.exists("/usr/bin/python3") else ""
 
 
 def kamailio_test(f):
@@ -304,7 +311,7 @@ def test_dispatcher_baseline_runs(lab_factory):
 @kamailio_test
 def test_bad_targets_file_stops_kamailio_with_one_line(tmp_path):
     _need_kamailio()
-    from kamailio_harness import KEMI, sipedge_path
+    from kamailio_harness import KEMI, kamailio_env, sipedge_path
     bad = tmp_path / "t.toml"
     bad.write_text('[[target]]\nuri = "sip:192.0.2.1:99999"\n')
     from netns import Netns
@@ -313,7 +320,8 @@ def test_bad_targets_file_stops_kamailio_with_one_line(tmp_path):
                     "-Y", str(tmp_path), "-P", str(tmp_path / "pid"),
                     "-A", f'TARGETS_FILE="{bad}"', "-A", f'KEMI_FILE="{KEMI}"',
                     "-A", f'SIPEDGE_PATH="{sipedge_path()}"',
-                    "-A", f'CTL_SOCKET="unix:{tmp_path}/ctl"', check=False, timeout=60)
+                    "-A", f'CTL_SOCKET="unix:{tmp_path}/ctl"', check=False, timeout=60,
+                    env=kamailio_env())
     assert r.returncode != 0
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "sipedge: " in ln]
     assert len(lines) == 1 and f"{bad}: [[target]] #1" in lines[0] and "99999" in lines[0], lines

@@ -45,12 +45,14 @@ probing); with a cool-down it is offered to ONE call after it (the trial,
 claimed through the shared table) and that call's final answer, seen in
 :meth:`reply_route` or :meth:`failure_route`, decides.
 
-**Prober**: one process (Kamailio's ``rtimer`` process, every 250 ms) sends
-SIP OPTIONS over UDP to the targets (``mode = "out"``: only those out of
-service; ``"all"``: every target, failures count against health; ``"off"``),
-each every ``interval`` seconds (at least 10 s for Twilio hosts, as Twilio
-asks), and reports answers whose code is in ``ok_codes`` (default: any 2xx;
-a 503 keeps a target out) with ``mark_ok``. The same tick re-reads the
+**Prober**: one process (Kamailio's ``rtimer`` process, every 250 ms) runs
+sipedge's asyncio OPTIONS prober (:class:`sipedge.locate.Prober`: UDP, TCP,
+TLS) over the targets (``mode = "out"``: only those out of service;
+``"all"``: every target, failures count against health; ``"off"``), each
+every ``interval`` seconds (at least 10 s for Twilio hosts, as Twilio asks);
+answers whose code is in ``ok_codes`` (default: any 2xx; a 503 keeps a target
+out) go to the table's ``mark_ok``, ``ok_threshold`` of them in a row bring
+a target back. The same tick re-reads the
 targets file when it changes (``drain`` changes apply to every process; a
 drained target gets no new calls, calls already set up are untouched: their
 ACK/BYE follow the Record-Route) and rewrites the state file.
@@ -61,7 +63,7 @@ import hashlib
 import json
 import os
 import re
-import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
@@ -71,7 +73,6 @@ from ..errors import HealthTableError, InputError, SelectionError
 from ..health import table_path
 from ..select import (Target, TargetSet, counts_against_health, should_failover,
                       termination_order)
-from ..uri import parse_uri
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -228,7 +229,7 @@ def _load_toml(path: str, doc: dict) -> TargetsConfig:
     fb = doc.get("fallback")
     if fb is not None:
         try:
-            parse_uri(fb)
+            Target(fb, 0, 0)
         except InputError as e:
             raise _fail(path, f"fallback: {e}") from None
     _check_probe_interval(path, probe, targets)
@@ -367,7 +368,7 @@ class KamailioRouter:
         # a target with a resolved address keeps its host name in the R-URI
         self._rd = [t.uri.host if t.address else None for t in self.targets]
         self._index = {id(t): i for i, t in enumerate(self.targets)}
-        self._prober: Optional[_Prober] = None
+        self._prober: Optional[_ProbeRunner] = None
         self._file_sig = _file_sig(config.path)
         self._state_written: Any = None
         self._last_state_write = 0.0
@@ -502,7 +503,7 @@ class KamailioRouter:
             self._reload_if_changed()
             if self.config.probe.mode != "off":
                 if self._prober is None:
-                    self._prober = _Prober(self)
+                    self._prober = _ProbeRunner(self)
                 self._prober.tick()
             self._write_state()
         except Exception as e:  # never let the timer process die on one bad tick
@@ -537,8 +538,9 @@ class KamailioRouter:
         prober's last code and round-trip time."""
         rows = self.ts.status()
         if self._prober is not None:
+            info = self._prober.info()
             for i, row in enumerate(rows):
-                row.update(self._prober.info(i))
+                row.update(info.get(i, {}))
         return rows
 
     def _write_state(self) -> None:
@@ -551,6 +553,7 @@ class KamailioRouter:
         tmp = f"{self.state_file}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump({"pid": os.getpid(), "table": self.ts.table.path,
+                       "python": sys.version.split()[0], "python_prefix": sys.prefix,
                        "implementation": implementation()["select"], "targets": rows}, f)
         os.replace(tmp, self.state_file)
         self._state_written = rows
@@ -570,110 +573,43 @@ def _file_sig(path: str):
 
 
 # ------------------------------------------------------------ the prober
-class _Prober:
-    """SIP OPTIONS over UDP from one process, driven by :meth:`tick` (no
-    thread: Kamailio's timer process calls it every 250 ms)."""
+class _ProbeRunner:
+    """sipedge's asyncio OPTIONS prober (:class:`sipedge.locate.Prober`, UDP,
+    TCP and TLS, RFC 3261 retransmits, latency EWMA) fed into the shared
+    table, driven from Kamailio's timer process: each tick runs the event loop
+    for *budget* seconds and returns to Kamailio (the rtimer process is
+    dedicated to sipedge, so the loop runs most of the time and latencies are
+    measured while it does)."""
 
-    def __init__(self, router: KamailioRouter) -> None:
-        self.r = router
-        self.cfg = router.config.probe
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        self.sock.bind((self.cfg.source or "0.0.0.0", 0))
-        self.port = self.sock.getsockname()[1]
-        n = len(router.targets)
-        self.next_due = [0.0] * n
-        self.pending: dict[str, tuple[int, float]] = {}
-        self.last_code: list = [None] * n
-        self.rtt: list = [None] * n
-        self.sent = 0
-        self._via: dict[int, str] = {}
-
-    def _local_ip(self, addr: str) -> str:
-        if self.cfg.source:
-            return self.cfg.source
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.connect((addr, 9))
-            return s.getsockname()[0]
-        finally:
-            s.close()
-
-    def info(self, i: int) -> dict:
-        return {"probe_code": self.last_code[i],
-                "probe_rtt_ms": None if self.rtt[i] is None else round(self.rtt[i] * 1000, 3)}
+    def __init__(self, router: KamailioRouter, budget: float = 0.2) -> None:
+        import asyncio
+        from ..locate.probe import Prober
+        cfg = router.config.probe
+        self.asyncio = asyncio
+        self.budget = budget
+        self.prober = Prober.for_target_set(
+            router.ts, interval=cfg.interval, timeout=cfg.timeout,
+            reply_codes=list(cfg.ok_codes) if cfg.ok_codes else "2xx",
+            mode=cfg.mode, local_address=cfg.source or None,
+            from_uri="sip:probe@sipedge.invalid")
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(self.prober.run())
+        self._by_uri = {str(t): i for i, t in enumerate(router.targets)}
 
     def tick(self) -> None:
-        now = self.r.clock()
-        self._receive(now)
-        for cid, (i, sent) in list(self.pending.items()):
-            if now - sent >= self.cfg.timeout:
-                del self.pending[cid]
-                self._result(i, None, now - sent)
-        for i, t in enumerate(self.r.targets):
-            if now < self.next_due[i] or not t.enabled or t.uri.transport != "udp":
-                continue
-            if self.cfg.mode == "out" and self.r.ts._core.state(i) not in ("out", "probing"):
-                continue
-            if any(v[0] == i for v in self.pending.values()):
-                continue
-            self.next_due[i] = now + self.cfg.interval
-            self._send(i, t, now)
+        self.loop.run_until_complete(self.asyncio.sleep(self.budget))
+        if self.task.done():          # it only ends on an error: surface it, start again
+            exc = self.task.exception()
+            self.task = self.loop.create_task(self.prober.run())
+            if exc is not None:
+                raise exc
 
-    def _send(self, i: int, t: Target, now: float) -> None:
-        try:
-            addr = socket.getaddrinfo(t.uri.host, t.uri.port, socket.AF_INET,
-                                      socket.SOCK_DGRAM)[0][4]
-        except OSError as e:
-            self.last_code[i] = f"dns: {e}"
-            self._result(i, None, 0.0)
-            return
-        self.sent += 1
-        cid = f"sipedge-probe-{os.getpid()}-{self.sent}"
-        ip = self._via.get(i) or self._via.setdefault(i, self._local_ip(addr[0]))
-        host = f"{t.uri.host}:{t.uri.port}"
-        msg = (f"OPTIONS sip:{host} SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP {ip}:{self.port};branch=z9hG4bK-sxp-{self.sent};rport\r\n"
-               f"From: <sip:probe@sipedge.invalid>;tag=sxp{self.sent}\r\n"
-               f"To: <sip:{host}>\r\n"
-               f"Call-ID: {cid}\r\n"
-               "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-        try:
-            self.sock.sendto(msg.encode(), addr)
-        except OSError:
-            self._result(i, None, 0.0)
-            return
-        self.pending[cid] = (i, now)
-
-    def _receive(self, now: float) -> None:
-        while True:
-            try:
-                data = self.sock.recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # e.g. ICMP port unreachable reported on the socket
-            m = re.match(rb"SIP/2\.0 (\d{3})", data)
-            c = re.search(rb"\r\n(?:Call-ID|i)\s*:\s*(\S+)", data, re.I)
-            if not m or not c:
-                continue
-            code = int(m.group(1))
-            if code < 200:
-                continue
-            ent = self.pending.pop(c.group(1).decode("ascii", "replace"), None)
-            if ent is None:
-                continue
-            self._result(ent[0], code, now - ent[1])
-
-    def _result(self, i: int, code: Optional[int], rtt: float) -> None:
-        ok = code is not None and (code in self.cfg.ok_codes if self.cfg.ok_codes
-                                   else 200 <= code < 300)
-        if code is not None:
-            self.last_code[i] = code
-            self.rtt[i] = rtt
-        else:
-            self.last_code[i] = "timeout"
-        if ok:
-            self.r.mark_ok(i)        # ok_threshold in a row bring it back (the table counts)
-        elif self.cfg.mode == "all" or self.r.ts._core.state(i) in ("out", "probing"):
-            self.r.mark_failed(i)
+    def info(self) -> dict:
+        out = {}
+        for st in self.prober.status():
+            i = self._by_uri.get(st.target.uri)
+            if i is not None:
+                d = st.to_dict()
+                out[i] = {"probe_code": d["last_code"], "probe_latency_ms": d["latency_ms"],
+                          "probe_spread_ms": d["spread_ms"], "probes_sent": d["sent"]}
+        return out
