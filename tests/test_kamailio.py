@@ -106,6 +106,24 @@ def test_termination_targets_keep_the_host_for_the_request_uri(tmp_path):
     assert [r.choose("k", tried=t) for t in ("0", "0,1", "0,1,2")] == [1, 2, None]
 
 
+def test_twilio_origination_records(tmp_path):
+    p = _write(tmp_path, "t.toml", '[probe]\nmode = "off"\n'
+               '[[origination_url]]\nsid = "OU00"\nfriendly_name = "a"\n'
+               'sip_url = "sip:sbc1.example.com;edge=dublin"\npriority = 10\nweight = 60\n'
+               'enabled = true\n'
+               '[[origination_url]]\nsip_url = "sip:sbc2.example.com"\npriority = 10\n'
+               'weight = 40\nenabled = "false"\n')
+    c = kam.load_targets(p)
+    assert [(str(t), t.priority, t.weight, t.enabled) for t in c.targets] == [
+        ("sip:sbc1.example.com;edge=dublin", 10, 60, True), ("sip:sbc2.example.com", 10, 40, False)]
+    assert kam.destination(c.targets[0]) == "sip:sbc1.example.com:5060;transport=udp"
+    # Twilio's strict check: a parameter Twilio does not take is refused
+    p = _write(tmp_path, "t2.toml", '[[origination_url]]\nsip_url = "sip:sbc1.example.com;lr"\n'
+               'priority = 10\nweight = 1\n')
+    with pytest.raises(InputError, match=r"t2.toml: \[\[origination_url\]\] #1: .*lr"):
+        kam.load_targets(p)
+
+
 def test_destination_drops_edge_and_fills_port_and_transport():
     t = kam.Target("sip:sbc1.example.com;edge=dublin", 10, 1)
     assert kam.destination(t) == "sip:sbc1.example.com:5060;transport=udp"

@@ -167,7 +167,7 @@ def _looks_like_dispatcher_list(text: str) -> bool:
 
 
 def _load_toml(path: str, doc: dict) -> TargetsConfig:
-    known = {"target", "health", "probe", "fallback", "termination"}
+    known = {"target", "health", "probe", "fallback", "termination", "origination_url"}
     for k in doc:
         if k not in known:
             raise _fail(path, f"unknown key {k!r}; known: {', '.join(sorted(known))}")
@@ -220,12 +220,15 @@ def _load_toml(path: str, doc: dict) -> TargetsConfig:
         if not isinstance(d, bool):
             raise _fail(path, f"[[target]] #{n + 1}: drain = {d!r} is not true or false")
         drain.append(d)
+    recs = doc.get("origination_url", [])
+    if recs:
+        _origination_targets(path, recs, targets, drain)
     term = doc.get("termination")
     if term is not None:
         _termination_targets(path, term, targets, drain)
     if not targets:
-        raise _fail(path, "no targets; add [[target]] uri = \"sip:host\" entries "
-                    "or a [termination] table")
+        raise _fail(path, "no targets; add [[target]] uri = \"sip:host\" entries, "
+                    "[[origination_url]] records or a [termination] table")
     fb = doc.get("fallback")
     if fb is not None:
         try:
@@ -235,6 +238,27 @@ def _load_toml(path: str, doc: dict) -> TargetsConfig:
     _check_probe_interval(path, probe, targets)
     _check_unique(path, targets)
     return TargetsConfig(targets, drain, health, probe, fb, path)
+
+
+def _origination_targets(path: str, recs: Any, targets: list, drain: list) -> None:
+    """``[[origination_url]]``: Twilio's origination URL records as its API
+    gives them (``sip_url``, ``priority``, ``weight``, ``enabled``; other
+    fields such as ``sid`` or ``friendly_name`` are ignored), each URL through
+    Twilio's strict origination-URI check; ``drain`` may be added."""
+    if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
+        raise _fail(path, "origination_url must be [[origination_url]] tables")
+    for n, r in enumerate(recs):
+        rec = {k: v for k, v in r.items() if k != "drain"}
+        rec.setdefault("enabled", True)
+        try:
+            t = TargetSet.from_twilio([rec], seed=1).targets[0]
+        except InputError as e:
+            raise _fail(path, f"[[origination_url]] #{n + 1}: {e}") from None
+        d = r.get("drain", False)
+        if not isinstance(d, bool):
+            raise _fail(path, f"[[origination_url]] #{n + 1}: drain = {d!r} is not true or false")
+        targets.append(t)
+        drain.append(d)
 
 
 def _termination_targets(path: str, term: Any, targets: list, drain: list) -> None:
