@@ -98,10 +98,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=200, help="scenario rate, calls/s (200)")
     ap.add_argument("--calls", type=int, default=3000, help="calls per scenario (3000)")
-    ap.add_argument("--cpu-rate", type=float, default=500, help="rate of the CPU-per-call runs (500)")
+    ap.add_argument("--cpu-rate", type=float, default=300, help="rate of the CPU-per-call runs (300)")
     ap.add_argument("--cpu-seconds", type=float, default=10, help="length of each CPU run (10 s)")
     ap.add_argument("--repeats", type=int, default=3, help="CPU runs per config (3)")
-    ap.add_argument("--rates", default="250,500,750,1000,1250,1500,2000,2500,3000",
+    ap.add_argument("--rates", default="200,300,400,500,600,800,1000,1250,1500,2000,2500,3000",
                     help="rates stepped for the max rate (calls/s)")
     ap.add_argument("--step-seconds", type=float, default=6, help="seconds per max-rate step (6)")
     ap.add_argument("--json", default="bench-kamailio.json", help="where the figures go")
