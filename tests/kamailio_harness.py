@@ -148,8 +148,12 @@ class Lab:
     def __init__(self, tmp: str, mode: str = "sipedge", backends: Sequence[str] = ("ok", "ok", "ok"),
                  weights: Sequence[int] = (60, 20, 20), children: int = 2,
                  probe_interval: float = 1.0, fr_timer_ms: int = 4000,
+                 cps: Sequence[Optional[float]] = (), fallback: Optional[int] = None,
                  extra_env: Optional[dict] = None) -> None:
         self.tmp = str(tmp)
+        self.cps = list(cps) + [None] * (len(weights) - len(cps))
+        #: index of a backend (beyond the targets) that is the targets file's fallback
+        self.fallback = fallback
         self.mode = mode
         self.kinds = list(backends)
         self.weights = list(weights)
@@ -189,12 +193,16 @@ class Lab:
     def write_targets(self, drain: Sequence[bool] = ()) -> None:
         drain = list(drain) + [False] * (len(self.weights) - len(drain))
         if self.mode == "sipedge":
-            lines = ["[health]", "fail_threshold = 1", "cooldown = 0", "",
-                     "[probe]", 'mode = "out"', f"interval = {self.probe_interval}",
-                     "timeout = 1", "ok_codes = [200]", ""]
+            lines = [] if self.fallback is None else [f'fallback = "{self.uri(self.fallback)}"']
+            lines += ["[health]", "fail_threshold = 1", "cooldown = 0", "",
+                      "[probe]", 'mode = "out"', f"interval = {self.probe_interval}",
+                      "timeout = 1", "ok_codes = [200]", ""]
             for i, w in enumerate(self.weights):
                 lines += ["[[target]]", f'uri = "{self.uri(i)}"', "priority = 10",
-                          f"weight = {w}", f"drain = {'true' if drain[i] else 'false'}", ""]
+                          f"weight = {w}", f"drain = {'true' if drain[i] else 'false'}"]
+                if self.cps[i]:
+                    lines.append(f"cps = {self.cps[i]}")
+                lines.append("")
         else:
             lines = [f"1 {self.uri(i)} {1 if drain[i] else 0} 0 weight={w}"
                      for i, w in enumerate(self.weights)]

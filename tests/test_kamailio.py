@@ -317,6 +317,41 @@ def test_drain_takes_no_new_calls_and_lets_calls_finish(lab_factory):
 
 
 @kamailio_test
+def test_call_rate_limit_holds_over_all_workers(lab_factory):
+    """cps = 20 on the 60 % target at 100 calls/s: the workers together hand it
+    at most 20 a second (burst 1: at most cps + burst - 1 in any one-second
+    window); the rest go to the next target of each call's order."""
+    lab = lab_factory(cps=[20])
+    res = lab.load(rate=RATE, calls=800)
+    assert (res.completed, res.failed) == (800, 0)
+    rows = lab.count_lines(0)
+    inv = [lab.invites(i, res.end) for i in range(3)]
+    assert sum(inv) == 800
+    # over the run: no more than the bucket allows (+1 for the full bucket at the start)
+    assert inv[0] <= 20 * res.elapsed + 1, (inv, res.elapsed)
+    # it is saturated (60 % of 100/s > 20/s), so it gets close to its limit
+    assert inv[0] >= 0.7 * 20 * (res.elapsed - 2), (inv, res.elapsed)
+    # per counts line (sipp writes one about every second): the INVITEs that
+    # arrived between two lines stay within the rate over that span, + 1
+    for a, b in zip(rows, rows[1:]):
+        d = b.get("1_INVITE_Recv", 0) - a.get("1_INVITE_Recv", 0)
+        assert d <= 20 * (b["_time"] - a["_time"]) + 1.5, (a, b)
+
+
+@kamailio_test
+def test_fallback_when_every_target_fails(lab_factory):
+    """Every target answers 503: each call fails over through all three, then
+    the fallback URI of the targets file takes it; no call is lost."""
+    lab = lab_factory(backends=["503", "503", "503", "ok"], fallback=3)
+    res = lab.load(rate=RATE, calls=300)
+    assert (res.completed, res.failed) == (300, 0)
+    assert lab.invites(3, res.end) == 300
+    assert lab.target_states() == ["out", "out", "out"]
+    # each 503 target saw at most the calls in flight before its first 503
+    assert sum(lab.invites(i, res.end) for i in range(3)) <= 15
+
+
+@kamailio_test
 def test_dispatcher_baseline_runs(lab_factory):
     """The same cfg with -A WITH_DISPATCHER (the bench's baseline) routes 60/20/20."""
     lab = lab_factory(mode="dispatcher")
