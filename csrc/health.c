@@ -3,13 +3,95 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-void sx_ht_bind(sx_health *h, unsigned char *base, int fd)
+/* One writer mutex per table file (device, inode) in this process. */
+#define SX_HT_FILES 256
+
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    int refs;
+    pthread_mutex_t mu;
+} ht_file;
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static ht_file reg[SX_HT_FILES];
+static int atfork_done;
+
+/* fork(): no mutex may be copied while held by a thread that does not exist in the child */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&reg_mu);
+    for (int k = 0; k < SX_HT_FILES; k++)
+        if (reg[k].refs)
+            pthread_mutex_lock(&reg[k].mu);
+}
+
+static void fork_release(void)
+{
+    for (int k = 0; k < SX_HT_FILES; k++)
+        if (reg[k].refs)
+            pthread_mutex_unlock(&reg[k].mu);
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static int register_file(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    pthread_mutex_lock(&reg_mu);
+    if (!atfork_done) {
+        if (pthread_atfork(fork_prepare, fork_release, fork_release) != 0) {
+            pthread_mutex_unlock(&reg_mu);
+            errno = ENOMEM;
+            return -1;
+        }
+        atfork_done = 1;
+    }
+    int free_k = -1;
+    for (int k = 0; k < SX_HT_FILES; k++) {
+        if (reg[k].refs && reg[k].dev == st.st_dev && reg[k].ino == st.st_ino) {
+            reg[k].refs++;
+            pthread_mutex_unlock(&reg_mu);
+            return k;
+        }
+        if (!reg[k].refs && free_k < 0)
+            free_k = k;
+    }
+    if (free_k < 0) {
+        pthread_mutex_unlock(&reg_mu);
+        errno = EMFILE;
+        return -1;
+    }
+    reg[free_k].dev = st.st_dev;
+    reg[free_k].ino = st.st_ino;
+    reg[free_k].refs = 1;
+    pthread_mutex_init(&reg[free_k].mu, NULL);
+    pthread_mutex_unlock(&reg_mu);
+    return free_k;
+}
+
+void sx_ht_unbind(sx_health *h)
+{
+    if (h->file < 0)
+        return;
+    pthread_mutex_lock(&reg_mu);
+    if (--reg[h->file].refs == 0)
+        pthread_mutex_destroy(&reg[h->file].mu);
+    pthread_mutex_unlock(&reg_mu);
+    h->file = -1;
+}
+
+int sx_ht_bind(sx_health *h, unsigned char *base, int fd)
 {
     h->base = base;
     h->fd = fd;
+    h->file = -1;
     memcpy(&h->n, base + 20, 4);
     memcpy(&h->fail_threshold, base + 32, 4);
     memcpy(&h->ok_threshold, base + 36, 4);
@@ -18,6 +100,12 @@ void sx_ht_bind(sx_health *h, unsigned char *base, int fd)
     for (uint32_t i = 0; i < h->n; i++)
         if (sx_ht_slot(h, i)->rate > 0)
             h->any_rate = 1;
+    if (fd >= 0) {
+        h->file = register_file(fd);
+        if (h->file < 0)
+            return -1;
+    }
+    return 0;
 }
 
 void sx_ht_read(const sx_health *h, uint32_t i, sx_hrec *out)
@@ -52,13 +140,24 @@ static int lock_op(const sx_health *h, short type)
 
 int sx_ht_lock(const sx_health *h)
 {
-    return lock_op(h, F_WRLCK);
+    if (h->file >= 0)
+        pthread_mutex_lock(&reg[h->file].mu);
+    if (lock_op(h, F_WRLCK) < 0) {
+        int e = errno;
+        if (h->file >= 0)
+            pthread_mutex_unlock(&reg[h->file].mu);
+        errno = e;
+        return -1;
+    }
+    return 0;
 }
 
 void sx_ht_unlock(const sx_health *h)
 {
     int e = errno;
     (void)lock_op(h, F_UNLCK);
+    if (h->file >= 0)
+        pthread_mutex_unlock(&reg[h->file].mu);
     errno = e;
 }
 

@@ -19,8 +19,11 @@
  * Concurrency. Readers never lock and never wait for a writer: they load gen,
  * copy record copy[gen & 1], and load gen again; a different value means a
  * write overlapped, and they retry. Writers (native and twin alike) take one
- * POSIX record lock on byte 0 of the file (fcntl F_SETLKW; threads of one
- * process are serialised by the GIL or the twin's lock first), build the new
+ * POSIX record lock on byte 0 of the file (fcntl F_SETLKW). Record locks
+ * belong to a process, so threads of one process are first serialised by a
+ * mutex per table file (here: one pthread mutex per device and inode, made
+ * safe across fork() by pthread_atfork; in the twin a threading.Lock per
+ * path). Then the writer builds the new
  * record from the current one, write it into the OTHER copy and then publish
  * it with one aligned 8-byte store gen + 1 (release order). A writer killed at
  * any point leaves the published copy intact and its lock is dropped by the
@@ -68,14 +71,19 @@ typedef struct {
     unsigned char *base; /* header + slots (caller-owned memory or a mapping) */
     uint32_t n;
     int fd;              /* file to lock, or -1 for a private table */
+    int file;            /* registry entry of the file's process-wide mutex, or -1 */
     uint32_t fail_threshold;
     uint32_t ok_threshold;
     double cooldown;
     int any_rate;        /* some slot has a rate limit */
 } sx_health;
 
-/* Bind h to base (already holding a valid header); reads the thresholds from it. */
-void sx_ht_bind(sx_health *h, unsigned char *base, int fd);
+/* Bind h to base (already holding a valid header); reads the thresholds from
+ * it. For a file (fd >= 0) it registers the file's process-wide writer mutex:
+ * 0 on success, -1 (errno set) when fstat fails or too many files are open. */
+int sx_ht_bind(sx_health *h, unsigned char *base, int fd);
+/* Drop the registration of sx_ht_bind. */
+void sx_ht_unbind(sx_health *h);
 
 static inline sx_hslot *sx_ht_slot(const sx_health *h, uint32_t i)
 {

@@ -59,7 +59,9 @@ cdef extern from "health.h":
         uint32_t ok_threshold
         double cooldown
         int any_rate
-    void sx_ht_bind(sx_health *h, unsigned char *base, int fd) nogil
+        int file
+    int sx_ht_bind(sx_health *h, unsigned char *base, int fd) nogil
+    void sx_ht_unbind(sx_health *h) nogil
     void sx_ht_read(const sx_health *h, uint32_t i, sx_hrec *out) nogil
     int sx_ht_mark_failed(const sx_health *h, uint32_t i, double now) nogil
     int sx_ht_mark_ok(const sx_health *h, uint32_t i, double now) nogil
@@ -166,6 +168,7 @@ cdef class Core:
 
     def __cinit__(self, items, priorities, weights, enabled, salts, table, *, seed=0,
                   clock=time.monotonic, on_empty=None, positions=None):
+        self.h.file = -1  # nothing registered yet (__dealloc__ runs even if this fails)
         cdef Py_ssize_t n = len(items), i
         if not (len(priorities) == len(weights) == len(enabled) == len(salts) == n):
             raise ValueError("items, priorities, weights, enabled and salts differ in length")
@@ -190,7 +193,8 @@ cdef class Core:
         sx_rng_seed(&self.s.rng, <uint64_t>seed)
         self.table = table
         self._view = table.buffer
-        sx_ht_bind(&self.h, &self._view[0], <int>table.fd)
+        if sx_ht_bind(&self.h, &self._view[0], <int>table.fd) < 0:
+            raise OSError(errno, f"health table {table.path}: {os.strerror(errno)}")
         self._items = list(items)
         self._positions = dict(positions) if positions is not None else {}
         self._clock = clock
@@ -198,6 +202,7 @@ cdef class Core:
         self._on_empty = on_empty
 
     def __dealloc__(self):
+        sx_ht_unbind(&self.h)
         sx_sel_free(self.s)
 
     cdef inline double _now(self) except? -1.0:
@@ -221,8 +226,12 @@ cdef class Core:
         cdef uint32_t k = self._index(i)
         cdef double now = self._now()
         cdef int r
-        with cython.critical_section(self):
-            r = sx_ht_mark_failed(&self.h, k, now)
+        if self.h.fd >= 0:
+            with nogil:  # may wait for another process's writer: let other threads run
+                r = sx_ht_mark_failed(&self.h, k, now)
+        else:
+            with cython.critical_section(self):
+                r = sx_ht_mark_failed(&self.h, k, now)
         return self._check(r) == 1
 
     def mark_ok(self, Py_ssize_t i):
@@ -230,16 +239,24 @@ cdef class Core:
         cdef uint32_t k = self._index(i)
         cdef double now = self._now()
         cdef int r
-        with cython.critical_section(self):
-            r = sx_ht_mark_ok(&self.h, k, now)
+        if self.h.fd >= 0:
+            with nogil:  # may wait for another process's writer: let other threads run
+                r = sx_ht_mark_ok(&self.h, k, now)
+        else:
+            with cython.critical_section(self):
+                r = sx_ht_mark_ok(&self.h, k, now)
         return self._check(r) == 1
 
     def set_drained(self, Py_ssize_t i, bint drained):
         """Drain (True) or undrain target *i*; True when the flag changed."""
         cdef uint32_t k = self._index(i)
         cdef int r
-        with cython.critical_section(self):
-            r = sx_ht_set_drained(&self.h, k, drained)
+        if self.h.fd >= 0:
+            with nogil:  # may wait for another process's writer: let other threads run
+                r = sx_ht_set_drained(&self.h, k, drained)
+        else:
+            with cython.critical_section(self):
+                r = sx_ht_set_drained(&self.h, k, drained)
         return self._check(r) == 1
 
     def state(self, Py_ssize_t i):
