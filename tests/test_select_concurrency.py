@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sipedge import _impl, select
 from sipedge.errors import DisasterRecovery
-from sipedge.health import HealthTable
+from sipedge.select.health import HealthTable
 from sipedge.select import Target, TargetSet
 
 THREADS = 8

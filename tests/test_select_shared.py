@@ -27,7 +27,7 @@ import pytest
 
 from sipedge import _impl, select
 from sipedge.errors import HealthTableError, SelectionError
-from sipedge.health import HEADER, REC, REC_OFF, SLOT
+from sipedge.select.health import HEADER, REC, REC_OFF, SLOT
 from sipedge.select import Target, TargetSet, child_seed
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -19,7 +19,7 @@ from fractions import Fraction
 import pytest
 
 from sipedge._py.rng import Rng
-from sipedge.health import HealthTable
+from sipedge.select.health import HealthTable
 
 ALPHA = 1e-9
 N = 40_000

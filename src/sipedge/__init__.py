@@ -31,12 +31,12 @@ from .errors import (
 # `sipedge firewall apply` loads neither the selection nor the classifier.
 _LAZY = {
     "Allowlist": "allowlist", "Entry": "allowlist", "Match": "allowlist", "PortRange": "allowlist",
-    "Overrides": "overrides",
+    "Overrides": "twilio.overrides",
     "Attempt": "select", "Target": "select", "TargetSet": "select", "should_failover": "select",
     "termination_order": "select",
-    "counts_against_health": "select", "HealthTable": "health",
-    "termination_host": "catalog",
-    "OriginationURI": "uri", "parse_uri": "uri",
+    "counts_against_health": "select", "HealthTable": "select.health",
+    "termination_host": "twilio.catalog",
+    "OriginationURI": "twilio.uri", "parse_uri": "twilio.uri",
     "Classifier": "classify", "Verdict": "classify",
     "Resolver": "locate", "Resolution": "locate", "Destination": "locate",
     "Prober": "locate", "ProbeTarget": "locate", "ProbeResult": "locate",

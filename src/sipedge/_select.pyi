@@ -1,7 +1,7 @@
 """Type stubs of the native selection core (same API as sipedge._py.select)."""
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .health import HealthTable
+from .select.health import HealthTable
 
 STATES: tuple[str, str, str, str, str]
 Exclude = Union[str, Iterable[Any], int, None]

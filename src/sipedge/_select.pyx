@@ -22,7 +22,7 @@ from libc.errno cimport errno
 import os
 import time
 
-from sipedge._py.select import STATES, key_bytes, parse_exclude
+from sipedge.select._common import STATES, key_bytes, parse_exclude
 
 cdef extern from "<time.h>" nogil:
     ctypedef int clockid_t
@@ -155,7 +155,7 @@ cdef inline double _mono() noexcept nogil:
 @cython.final
 cdef class Core:
     """Targets (any objects) with priorities, weights, an RNG and a health table
-    (a :class:`sipedge.health.HealthTable`, private or shared)."""
+    (a :class:`sipedge.select.health.HealthTable`, private or shared)."""
     cdef sx_sel *s
     cdef sx_health h
     cdef unsigned char[::1] _view

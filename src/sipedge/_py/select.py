@@ -29,69 +29,19 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..errors import InputError
-from ..health import HEADER, REC, REC_OFF, SLOT, SLOT_HEAD, HealthTable
+from ..select._common import NONE, LIMITED, STATES, key_bytes, parse_exclude
+from ..select.health import HEADER, REC, REC_OFF, SLOT, SLOT_HEAD, HealthTable
 from .rng import Rng, hash_bytes, mix64
 
 SMALL = 32  # positive candidates beyond this: a Fenwick tree in order() (same draws)
-STATES = ("up", "out", "probing", "disabled", "drained")
-NONE, LIMITED = -1, -2
 U32 = 0xFFFFFFFF
 
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
 
 
-def key_bytes(key: Any) -> bytes:
-    """The bytes a sticky key is hashed as: str as UTF-8 (a lone surrogate, as
-    errors="surrogateescape" decoding leaves in a Call-ID, passed through as
-    its 3 bytes), bytes as is, int as decimal text."""
-    if isinstance(key, str):
-        try:
-            return key.encode("utf-8")
-        except UnicodeEncodeError:
-            return key.encode("utf-8", "surrogatepass")
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        return bytes(key)
-    if isinstance(key, int) and not isinstance(key, bool):
-        return str(key).encode("ascii")
-    raise TypeError(f"a sticky key is a str, bytes or int (a Call-ID), not {type(key).__name__}")
-
-
 def hash_key(key: Any) -> int:
     return hash_bytes(key_bytes(key))
-
-
-def parse_exclude(exclude: Any, positions: dict, n: int) -> list[int]:
-    """Target indices from *exclude*: the text ``TargetSet.tried()`` makes
-    (indices joined by ``,``), or targets and/or indices."""
-    if isinstance(exclude, str):
-        text = exclude.strip()
-        items: Iterable[Any] = text.split(",") if text else ()
-        out = []
-        for part in items:
-            p = part.strip()
-            if not (p.isascii() and p.isdigit()) or int(p) >= n:
-                raise InputError(f"exclude {exclude!r}: {part!r} is not a target index 0-{n - 1}; "
-                                 "pass what TargetSet.tried() returned")
-            out.append(int(p))
-        return out
-    if isinstance(exclude, (int,)) and not isinstance(exclude, bool):
-        exclude = (exclude,)
-    elif not isinstance(exclude, (list, tuple, set, frozenset)) and exclude in positions:
-        exclude = (exclude,)
-    out = []
-    for x in exclude:
-        if isinstance(x, int) and not isinstance(x, bool):
-            if not 0 <= x < n:
-                raise InputError(f"exclude: target index {x} out of range 0-{n - 1}")
-            out.append(x)
-            continue
-        i = positions.get(x)
-        if i is None:
-            raise InputError(f"exclude: {x!r} is not a target of this set")
-        out.append(i)
-    return out
 
 
 class Table:
@@ -292,7 +242,7 @@ def _score(x: int, weight: int) -> float:
 
 class Core:
     """Targets (any objects) with priorities, weights, an RNG and a health table
-    (a :class:`sipedge.health.HealthTable`, private or shared)."""
+    (a :class:`sipedge.select.health.HealthTable`, private or shared)."""
 
     def __init__(self, items: Sequence[Any], priorities: Sequence[int], weights: Sequence[int],
                  enabled: Sequence[bool], salts: Sequence[int], table: HealthTable, *,

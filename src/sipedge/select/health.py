@@ -30,7 +30,7 @@ import struct
 import time
 from typing import Optional, Sequence, Union
 
-from .errors import HealthTableError
+from ..errors import HealthTableError
 
 MAGIC = 0x48544C4145485853  # b"SXHEALTH" read as a little-endian u64
 VERSION = 1

@@ -52,7 +52,7 @@ outcomes to report with ``mark_failed``.
 
 **Shared table**: ``TargetSet(..., table="NAME")`` keeps the health in
 ``/dev/shm/sipedge-NAME`` (or a path), mapped by every process that opens it
-(Kamailio children, gunicorn workers, a pool); see :mod:`sipedge.health`.
+(Kamailio children, gunicorn workers, a pool); see :mod:`sipedge.select.health`.
 Without ``table=`` the health is private to the process (the default).
 
 **Drain**: ``drain(t)`` takes a target out for maintenance: no new calls, its
@@ -96,11 +96,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-from . import _impl, catalog
-from ._py.rng import hash_bytes, mix64
-from .errors import DisasterRecovery, InputError, RateLimited, SelectionError, URIError
+from .. import _impl
+from ..errors import DisasterRecovery, InputError, RateLimited, SelectionError, URIError
+from ..twilio import catalog
+from ..twilio.uri import OriginationURI, parse_uri
 from .health import HealthTable
-from .uri import OriginationURI, parse_uri
 
 _core = _impl.load("select")
 
@@ -275,7 +275,7 @@ def _check_dr_url(url: Optional[str]) -> Optional[str]:
 def child_seed(seed: int, k: int) -> int:
     """The seed a set made with *seed* continues with in the k-th child (k >= 1)
     its process forks."""
-    return mix64((seed ^ mix64(k & _M64)) & _M64)
+    return int(_core.mix64((seed ^ _core.mix64(k & _M64)) & _M64))
 
 
 #: live target sets, for the fork hooks
@@ -308,7 +308,7 @@ class TargetSet:
     limits; tests pass a fake one (processes sharing a table must share the
     clock: the default ``time.monotonic`` is system-wide). ``table``: None for
     health private to this process, or a name/path of a shared table
-    (:mod:`sipedge.health`); every process opening it must give the same
+    (:mod:`sipedge.select.health`); every process opening it must give the same
     targets and settings.
     """
 
@@ -350,7 +350,7 @@ class TargetSet:
         fp_text = "\n".join(
             [f"v1 {fail_threshold} {ok_threshold} {float(cooldown)!r}"]
             + [f"{t.uri} {t.priority} {t.weight} {int(t.enabled)} {t.cps!r} {t.burst}" for t in tl])
-        self.fingerprint = hash_bytes(fp_text.encode())
+        self.fingerprint = _core.hash_bytes(fp_text.encode())
         settings = dict(fingerprint=self.fingerprint, fail_threshold=fail_threshold,
                         ok_threshold=ok_threshold, cooldown=float(cooldown), limits=limits)
         if table is None:
@@ -362,7 +362,7 @@ class TargetSet:
         positions: dict[Any, int] = {t: i for i, t in enumerate(tl)}
         self._core = _core.Core(
             tl, [t.priority for t in tl], [t.weight for t in tl], [t.enabled for t in tl],
-            [hash_bytes(str(t).encode()) for t in tl], self.table,
+            [_core.hash_bytes(str(t).encode()) for t in tl], self.table,
             seed=seed, clock=clock, on_empty=self._on_empty, positions=positions)
         # lookups without a re-parse: URI text as given, destination, source address
         self._by_text: dict[str, int] = {}
