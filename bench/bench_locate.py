@@ -115,6 +115,12 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _udp_rcvbuf_errors(ns) -> int:
+    lines = [ln.split() for ln in ns.exec("cat", "/proc/net/snmp").stdout.splitlines()
+             if ln.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def test_prober_1000_targets(benchmark, lab):
     from sipedge.locate import Prober
 
@@ -135,6 +141,7 @@ def test_prober_1000_targets(benchmark, lab):
 
         prober = Prober(targets, interval=1.0, timeout=0.9, on_result=on_result)
         cpu_uas0 = sum(_cpu_of(p.pid) for p in uas)
+        drops0 = _udp_rcvbuf_errors(ns)
 
         def run():
             t0, c0 = time.monotonic(), os.times()
@@ -145,6 +152,7 @@ def test_prober_1000_targets(benchmark, lab):
         wall, user, system = benchmark.pedantic(run, rounds=1, iterations=1)
         cpu = user + system
         cpu_uas = sum(_cpu_of(p.pid) for p in uas) - cpu_uas0
+        drops = _udp_rcvbuf_errors(ns) - drops0
     finally:
         for p in uas:
             stop(p)
@@ -161,6 +169,9 @@ def test_prober_1000_targets(benchmark, lab):
         "prober_system_percent": round(100 * system / wall, 1),
         "sipp_cpu_percent": round(100 * cpu_uas / wall, 1),
         "worst_gap_s": round(worst, 3),
+        # datagrams the kernel dropped for a full receive buffer (sipp's or the prober's)
+        "udp_rcvbuf_drops": drops,
+        "loadavg_1min": round(os.getloadavg()[0], 2),
         "median_latency_ms": round(1000 * sorted(s.latency for s in st if s.latency)[500], 3),
     })
     print("\nprober:", benchmark.extra_info)

@@ -73,6 +73,7 @@ def lab(tmp_path_factory):
     with Netns("dns") as ns:
         for a in (NS_ADDR, "192.0.2.54", "192.0.2.55"):
             ns.exec("ip", "addr", "add", f"{a}/32", "dev", "lo")
+        ns.exec("ip", "-6", "addr", "add", "2001:db8::53/128", "dev", "lo")
         w = InNetns(ns)
         srv = None
         try:
@@ -294,6 +295,17 @@ def test_server_stops_answering(lab):
                 w.call(r.resolve, "sip:stop.example.test")
                 time.sleep(0.1)
         assert time.monotonic() - good.expires >= 2
+    finally:
+        srv.close()
+
+
+def test_ipv6_nameserver_with_port(lab):
+    ns, w, work = lab
+    srv = Dnsmasq(ns, "2001:db8::53", ["host-record=six.example.test,2001:db8::66"],
+                  work / "six")
+    try:
+        res = w.call(resolver(ns="[2001:db8::53]:53").resolve, "sip:six.example.test")
+        assert [d.address for d in res.destinations] == ["2001:db8::66"]
     finally:
         srv.close()
 

@@ -48,15 +48,19 @@ def test_as_uri():
 
 
 def test_resolver_validation():
-    for kw, msg in (({"timeout": 0}, "timeout"), ({"stale_for": -1}, "stale_for"),
+    for kw, msg in (({"timeout": 0}, "timeout"), ({"timeout": float("inf")}, "timeout"),
+                    ({"timeout": float("nan")}, "timeout"), ({"stale_for": float("inf")}, "finite"),
+                    ({"stale_for": -1}, "stale_for"),
                     ({"transports": ("sctp",)}, "transports"), ({"families": (5,)}, "families"),
                     ({"port": 70000}, "port")):
         with pytest.raises(InputError, match=msg):
             Resolver(["192.0.2.53"], **kw)
     with pytest.raises(InputError, match="empty"):
         Resolver([])
-    r = Resolver(["192.0.2.53:5353", "[2001:db8::53]"])
-    assert r.nameservers and r.queries == 0
+    r = Resolver(["192.0.2.53:5353", "[2001:db8::53]:5354", "2001:db8::54"], port=5300)
+    assert [(n.address, n.port) for n in r._dns.nameservers] == [
+        ("192.0.2.53", 5353), ("2001:db8::53", 5354), ("2001:db8::54", 5300)]
+    assert r.queries == 0
 
 
 def test_reply_codes():
@@ -107,8 +111,11 @@ def test_probe_target_of():
 def test_prober_validation():
     with pytest.raises(InputError, match="listed twice"):
         Prober(["sip:192.0.2.10", "sip:192.0.2.10"])
-    with pytest.raises(InputError, match="interval"):
-        Prober(["sip:192.0.2.10"], interval=0)
+    for bad in (0, -1, float("inf"), float("nan"), 86401):
+        with pytest.raises(InputError, match="interval"):
+            Prober(["sip:192.0.2.10"], interval=bad)
+    with pytest.raises(InputError, match="timeout"):
+        Prober(["sip:192.0.2.10"], timeout=float("inf"))
     with pytest.raises(InputError, match="mode"):
         Prober(["sip:192.0.2.10"], mode="some")
     with pytest.raises(InputError, match="belong to the health table"):
@@ -141,3 +148,45 @@ def test_callback_error_surfaces():
         await p.run(rounds=3)
     with pytest.raises(ZeroDivisionError):
         asyncio.run(main())
+
+
+def test_probe_once_and_stop_drops_in_flight():
+    # loopback only: nothing listens on port 9 here
+    p = Prober(["sip:127.0.0.1:9"], interval=5, timeout=0.2)
+    r = asyncio.run(p.probe("sip:127.0.0.1:9"))
+    assert (r.ok, r.code, r.state) == (False, 408, "out")
+    assert "no final response from 127.0.0.1:9 in 0.2 s" in r.reason
+    assert p.status()[0].sent == 1
+    with pytest.raises(InputError, match="not a target"):
+        asyncio.run(p.probe("sip:127.0.0.1:10"))
+
+    q = Prober(["sip:127.0.0.1:9"], interval=5, timeout=2)
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.2, q.stop)
+        await q.run()
+
+    t0 = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - t0 < 1.0
+    st = q.status()[0]
+    assert (st.sent, st.failures, st.successes, st.state) == (1, 0, 0, "up")
+
+
+def test_mode_probing_follows_the_target_sets_cooldown():
+    """mode="probing": only targets whose cool-down is over (TargetSet state
+    "probing") are probed. Loopback only: nothing listens on ports 9 and 11."""
+    from sipedge import Target, TargetSet
+
+    now = [1000.0]
+    ts = TargetSet([Target("sip:127.0.0.1:9", 10, 1), Target("sip:127.0.0.1:11", 10, 1)],
+                   cooldown=60, clock=lambda: now[0])
+    ts.mark_failed("sip:127.0.0.1:9")
+    p = Prober.for_target_set(ts, interval=0.05, timeout=0.05, mode="probing", stagger=False)
+    asyncio.run(p.run(rounds=2))
+    assert [s.sent for s in p.status()] == [0, 0]          # out, cooling down; and up
+    now[0] += 61
+    assert ts.state("sip:127.0.0.1:9") == "probing"
+    asyncio.run(p.run(rounds=2))
+    assert [s.sent for s in p.status()] == [1, 0]          # probed once: failed, out again
+    assert ts.state("sip:127.0.0.1:9") == "out"

@@ -34,7 +34,7 @@ def termination_order(domain: str, edges: Sequence[Optional[str]], *, resolver: 
     tried); when none resolves, :class:`~sipedge.errors.ResolveError` names
     each failure.
     """
-    from .. import catalog
+    from ..twilio import catalog
     from ..errors import ResolveError
     from ..select import NO_ANSWER_TIMEOUT, termination_order as _order
 

@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol, Union
 
 from .._version import __version__
 from ..errors import InputError, ProbeError, ResolveError
-from ..uri import OriginationURI
+from ..twilio.uri import OriginationURI
 
 TWILIO_MIN_INTERVAL = 10.0
 T1 = 0.5
@@ -269,10 +269,14 @@ class _Udp(asyncio.DatagramProtocol):
 
 @dataclass
 class _Pending:
-    fut: asyncio.Future
     source: tuple
+    finish: Optional[Callable[..., None]]
+    t0: float
+    from_run: bool = False
     provisional: bool = False
     timer: Optional[asyncio.TimerHandle] = None
+    expiry: Optional[asyncio.TimerHandle] = None
+    end: Optional[Callable[..., None]] = None
 
 
 def _tls_reason(e: ssl.SSLError) -> str:
@@ -304,8 +308,9 @@ class Prober:
             dup = next(k for k in keys if keys.count(k) > 1)
             raise InputError(f"probe target {dup} is listed twice; keep one")
         for what, v in (("interval", interval), ("timeout", timeout)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise InputError(f"{what} {v!r} must be a number of seconds > 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 86400:
+                raise InputError(f"{what} {v!r} must be a number of seconds > 0 and at most "
+                                 "86400 (a day)")
         if mode not in MODES:
             raise InputError(f"mode {mode!r}: use one of {', '.join(MODES)}")
         if interval < TWILIO_MIN_INTERVAL:
@@ -342,6 +347,11 @@ class Prober:
         self._ids = itertools.count()
         self._prefix = os.urandom(6).hex()
         self._stop: Optional[asyncio.Event] = None
+        self._done: Optional[asyncio.Future] = None
+        self._failure: Optional[BaseException] = None
+        self._active = 0
+        self._timers: set = set()
+        self._tasks: set = set()
         self.cpu_seconds = 0.0
 
     @classmethod
@@ -362,38 +372,142 @@ class Prober:
         return s
 
     def stop(self) -> None:
-        """Let :meth:`run` return after the probes in flight."""
+        """Make :meth:`run` return now; its probes in flight are dropped (no result)."""
         if self._stop is not None:
             self._stop.set()
 
     async def run(self, rounds: Optional[int] = None) -> None:
         """Probe every target each ``interval`` (first probes spread over one interval
-        when ``stagger``), ``rounds`` times each, or until :meth:`stop`."""
+        when ``stagger``), ``rounds`` times each, or until :meth:`stop`.
+
+        Scheduling is by loop timers, not one task per target: a UDP probe to an
+        address is a few callbacks (send, retransmit, answer or expire); TCP, TLS
+        and names to resolve run as tasks. An exception from ``on_result`` stops
+        the run and is raised here."""
         if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int)
                                    or rounds < 1):
             raise InputError(f"rounds {rounds!r} must be an integer >= 1 or None")
+        loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        start = self._clock()
-        n = len(self.targets)
+        self._done = loop.create_future()
+        self._failure = None
+        self._active = len(self.targets)
+        self._timers: set = set()
+        self._tasks: set = set()
         cpu0 = time.process_time()
-        tasks = [asyncio.ensure_future(self._loop(t, start + (self.interval * i / n
-                                                              if self.stagger else 0.0), rounds))
-                 for i, t in enumerate(self.targets)]
-        everything = asyncio.gather(*tasks)
-        stopper = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
-            if everything.done():
-                everything.result()          # a callback's exception surfaces here
+            for fam in {socket.AF_INET6 if ":" in t.address else socket.AF_INET
+                        for t in self.targets if t.address is not None and t.transport == "udp"}:
+                await self._udp_sock(fam)
+            if not self.targets:
+                return
+            start = self._clock()
+            n = len(self.targets)
+            for i, t in enumerate(self.targets):
+                first = start + (self.interval * i / n if self.stagger else 0.0)
+                self._at(first, self._fire, t, first, rounds)
+            stopper = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait([self._done, stopper], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+            if self._failure is not None:
+                raise self._failure
         finally:
-            stopper.cancel()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, stopper, return_exceptions=True)
-            if everything.done() and not everything.cancelled():
-                everything.exception()
+            self._stop.set()
+            for h in self._timers:
+                h.cancel()
+            self._timers.clear()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            for call_id, p in list(self._pending.items()):
+                if p.from_run:      # probe() calls in flight finish on their own
+                    p.finish = None
+                    if p.end is not None:
+                        p.end(None, "", None, True)
             self.cpu_seconds += time.process_time() - cpu0
             self.close()
+
+    # the scheduler: loop timers, callbacks
+    def _at(self, when: float, fn: Callable, *args: Any) -> None:
+        loop = asyncio.get_running_loop()
+        handle: Optional[asyncio.TimerHandle] = None
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            fn(*args)
+
+        handle = loop.call_later(max(0.0, when - self._clock()), fire)
+        self._timers.add(handle)
+
+    def _fail_run(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _fire(self, t: ProbeTarget, at: float, left: Optional[int]) -> None:
+        if self._stop is None or self._stop.is_set():
+            return
+        try:
+            wants = self._wants(t)
+        except Exception as e:   # a health table's error ends the run, loudly
+            self._fail_run(e)
+            return
+        try:
+            if not wants:
+                self._next(t, at, left)
+                return
+            self._status[t.uri].sent += 1
+            if t.transport == "udp" and t.address is not None and self._udp_ready(t.address):
+                self._udp_start(t, t.address, lambda *r: self._udp_done(t, at, left, *r),
+                                from_run=True)
+                return
+        except Exception as e:   # never a target that silently stops being probed
+            self._fail_run(e)
+            return
+        task = asyncio.ensure_future(self._probe(t, counted=True))
+        self._tasks.add(task)
+
+        def done(f: asyncio.Future) -> None:
+            self._tasks.discard(f)
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                self._fail_run(exc)
+                return
+            self._next(t, at, left)
+        task.add_done_callback(done)
+
+    def _udp_done(self, t: ProbeTarget, at: float, left: Optional[int], code: Optional[int],
+                  reason: str, latency: Optional[float], failed: bool) -> None:
+        try:
+            if failed:
+                self._record(t, False, code, reason, None, t.address)
+            else:
+                ok = self.reply_codes is None or code in self.reply_codes
+                self._record(t, ok, code, f"{code} {reason}".strip(), latency, t.address)
+        except Exception as e:
+            self._fail_run(e)
+            return
+        self._next(t, at, left)
+
+    def _next(self, t: ProbeTarget, at: float, left: Optional[int]) -> None:
+        if left is not None:
+            left -= 1
+            if left <= 0:
+                self._active -= 1
+                if self._active == 0 and self._done is not None and not self._done.done():
+                    self._done.set_result(None)
+                return
+        at += self.interval
+        now = self._clock()
+        if at < now:          # a probe took longer than the interval: no burst
+            at = now
+        self._at(at, self._fire, t, at, left)
 
     async def probe(self, target: Any) -> ProbeResult:
         """Probe one target now, feed the health table, return the result."""
@@ -409,21 +523,6 @@ class Prober:
         self._udp.clear()
 
     # --------------------------------------------------------------- internal
-    async def _loop(self, t: ProbeTarget, first: float, rounds: Optional[int]) -> None:
-        k = 0
-        next_at = first
-        while rounds is None or k < rounds:
-            delay = next_at - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._wants(t):
-                await self._probe(t)
-            k += 1
-            next_at += self.interval
-            now = self._clock()
-            if next_at < now:          # a probe took longer than the interval: no burst
-                next_at = now
-
     def _wants(self, t: ProbeTarget) -> bool:
         if self.mode == "all":
             return True
@@ -431,9 +530,9 @@ class Prober:
         return st in ("out", "probing") if self.mode == "out" else st in ("probing",) or (
             st == "out" and isinstance(self.health, LocalHealth))
 
-    async def _probe(self, t: ProbeTarget) -> ProbeResult:
-        st = self._status[t.uri]
-        st.sent += 1
+    async def _probe(self, t: ProbeTarget, counted: bool = False) -> ProbeResult:
+        if not counted:
+            self._status[t.uri].sent += 1
         send = t
         if t.address is None:
             try:
@@ -551,70 +650,47 @@ class Prober:
             keys = self._by_source.get((addr[0], addr[1]))
             if keys:
                 p = self._pending.get(keys[0])
-                if p is not None and not p.fut.done():
-                    p.fut.set_exception(_Failed(None, f"not SIP: {data[:40]!r} from "
-                                                      f"{addr[0]}:{addr[1]}"))
+                if p is not None and p.end is not None:
+                    p.end(None, f"not SIP: {data[:40]!r} from {_hostport(addr[0], addr[1])}",
+                          None, True)
             return
         code, reason, hdrs = parsed
         p = self._pending.get(hdrs.get("call-id", ""))
-        if p is None or p.fut.done():
+        if p is None or p.end is None:
             return
         if code < 200:
             p.provisional = True
             return
-        p.fut.set_result((code, reason, time.monotonic()))
+        p.end(code, reason, time.monotonic() - p.t0, False)
 
-    async def _udp_probe(self, t: ProbeTarget, address: str) -> tuple[int, str, float]:
+    def _udp_ready(self, address: str) -> bool:
+        return (socket.AF_INET6 if ":" in address else socket.AF_INET) in self._udp
+
+    def _udp_start(self, t: ProbeTarget, address: str, finish: Callable[..., None],
+                   from_run: bool = False) -> None:
+        """Send one OPTIONS over UDP (the socket of its family exists); exactly one
+        ``finish(code, reason, latency, failed)`` follows: on the final response, on
+        a send error or at the timeout (a local 408)."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        u = await self._udp_sock(family)
-        tr = u.transport
+        tr = self._udp[family].transport
         assert tr is not None
         port = tr.get_extra_info("sockname")[1]
         branch, tag, call_id = self._new_ids()
         data = self._request(t, "UDP", (self._source_for(address, family), port), branch, tag,
                              call_id)
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
         source = (address, t.port)
-        p = self._pending[call_id] = _Pending(fut, source)
+        p = self._pending[call_id] = _Pending(source, finish, time.monotonic(), from_run)
         self._by_source.setdefault(source, []).append(call_id)
-        t0 = time.monotonic()
 
-        def send() -> bool:
-            try:
-                tr.sendto(data, source)
-                return True
-            except OSError as e:
-                if not fut.done():
-                    fut.set_exception(_Failed(None, f"send to {address}:{t.port} failed: "
-                                                    f"{e.strerror or e}"))
-                return False
-
-        def retransmit(wait: float) -> None:   # RFC 3261 timer E
-            if fut.done():
+        def end(code: Optional[int], reason: str, latency: Optional[float],
+                failed: bool) -> None:
+            if self._pending.pop(call_id, None) is None:
                 return
-            if not send():
-                return
-            wait = T2 if p.provisional else min(wait * 2, T2)
-            p.timer = loop.call_later(wait, retransmit, wait)
-
-        def expire() -> None:                  # timer F (our timeout): a local 408
-            if not fut.done():
-                fut.set_exception(_Failed(408, f"408 timeout: no final response from "
-                                               f"{_hostport(address, t.port)} in "
-                                               f"{self.timeout:g} s (generated locally)"))
-
-        expiry = loop.call_later(self.timeout, expire)
-        try:
-            if send():
-                p.timer = loop.call_later(T1, retransmit, T1)
-            code, reason, t1 = await fut
-            return code, reason, t1 - t0
-        finally:
-            expiry.cancel()
             if p.timer is not None:
                 p.timer.cancel()
-            self._pending.pop(call_id, None)
+            if p.expiry is not None:
+                p.expiry.cancel()
             lst = self._by_source.get(source)
             if lst is not None:
                 try:
@@ -623,6 +699,49 @@ class Prober:
                     pass
                 if not lst:
                     del self._by_source[source]
+            fin, p.finish = p.finish, None
+            if fin is not None:
+                fin(code, reason, latency, failed)
+
+        p.end = end
+
+        def send() -> bool:
+            try:
+                tr.sendto(data, source)
+                return True
+            except OSError as e:
+                end(None, f"send to {_hostport(address, t.port)} failed: {e.strerror or e}",
+                    None, True)
+                return False
+
+        def retransmit(wait: float) -> None:   # RFC 3261 timer E
+            if call_id not in self._pending or not send():
+                return
+            wait = T2 if p.provisional else min(wait * 2, T2)
+            p.timer = loop.call_later(wait, retransmit, wait)
+
+        def expire() -> None:                  # timer F (our timeout): a local 408
+            end(408, f"408 timeout: no final response from {_hostport(address, t.port)} in "
+                     f"{self.timeout:g} s (generated locally)", None, True)
+
+        p.expiry = loop.call_later(self.timeout, expire)
+        if send():
+            p.timer = loop.call_later(T1, retransmit, T1)
+
+    async def _udp_probe(self, t: ProbeTarget, address: str) -> tuple[int, str, float]:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        await self._udp_sock(family)
+        fut = asyncio.get_running_loop().create_future()
+
+        def finish(code, reason, latency, failed) -> None:
+            if not fut.done():
+                fut.set_result((code, reason, latency, failed))
+
+        self._udp_start(t, address, finish)
+        code, reason, latency, failed = await fut
+        if failed:
+            raise _Failed(code, reason)
+        return code, reason, latency
 
     # ---- TCP / TLS
     async def _stream_probe(self, t: ProbeTarget, address: str) -> tuple[int, str, float]:

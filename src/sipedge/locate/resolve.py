@@ -57,7 +57,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..errors import InputError, ResolveError
-from ..uri import OriginationURI, parse_uri
+from ..twilio.uri import OriginationURI, parse_uri
 
 #: NAPTR service field -> transport (RFC 3263 section 4.1)
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
@@ -243,8 +243,12 @@ class Resolver:
                         ("retry_after", retry_after), ("negative_ttl", negative_ttl)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise InputError(f"{what} {v!r} must be a number of seconds >= 0")
-        if timeout <= 0:
-            raise InputError(f"timeout {timeout!r} must be > 0 seconds")
+        if not 0 < timeout <= 300:
+            raise InputError(f"timeout {timeout!r} must be > 0 and at most 300 seconds")
+        for what, v in (("stale_for", stale_for), ("retry_after", retry_after),
+                        ("negative_ttl", negative_ttl)):
+            if v == float("inf"):
+                raise InputError(f"{what} must be a finite number of seconds")
         bad = [t for t in transports if t not in SRV_PREFIX]
         if bad or not transports:
             raise InputError(f"transports {list(transports)!r}: use a non-empty list of udp, tcp, tls")
@@ -260,15 +264,12 @@ class Resolver:
                                    "or --nameserver IP") from None
         else:
             dr = dns.resolver.Resolver(configure=False)
-            ns_list = []
-            for text in nameservers:
-                addr, p = parse_nameserver(text)
-                ns_list.append(addr if p is None or p == port else f"{addr}:{p}")
-            if not ns_list:
+            servers = [parse_nameserver(text) for text in nameservers]
+            if not servers:
                 raise InputError("nameservers is empty; give at least one address")
             # dnspython takes per-server ports through nameserver objects
-            dr.nameservers = [
-                dns.nameserver.Do53Nameserver(*(_split(n, port))) for n in ns_list]
+            dr.nameservers = [dns.nameserver.Do53Nameserver(a, port if p is None else p)
+                              for a, p in servers]
         dr.port = port
         dr.timeout = timeout
         dr.lifetime = timeout
@@ -541,16 +542,6 @@ class Resolver:
             by_target[id(t)] = e   # the set keeps t alive: its id is stable
         ts = TargetSet(targets, seed=self._seed, cooldown=0.0)
         return _Plan(u, transport, steps, usable, ts.order, by_target, now, now + min_ttl)
-
-
-def _split(ns: str, default_port: int) -> tuple[str, int]:
-    if ns.startswith("["):
-        host, _, rest = ns[1:].partition("]")
-        return host, int(rest[1:]) if rest else default_port
-    if ns.count(":") == 1:
-        h, p = ns.split(":")
-        return h, int(p)
-    return ns, default_port
 
 
 def _first_error(e: Exception) -> str:
