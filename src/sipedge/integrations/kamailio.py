@@ -70,7 +70,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from .._impl import implementation
 from ..errors import HealthTableError, InputError, SelectionError
-from ..health import table_path
+from ..select.health import table_path
 from ..select import (Target, TargetSet, counts_against_health, should_failover,
                       termination_order)
 
