@@ -149,8 +149,11 @@ class Lab:
                  weights: Sequence[int] = (60, 20, 20), children: int = 2,
                  probe_interval: float = 1.0, fr_timer_ms: int = 4000,
                  cps: Sequence[Optional[float]] = (), fallback: Optional[int] = None,
+                 cooldown: float = 0, probe_mode: str = "out",
                  extra_env: Optional[dict] = None) -> None:
         self.tmp = str(tmp)
+        self.cooldown = cooldown
+        self.probe_mode = probe_mode
         self.cps = list(cps) + [None] * (len(weights) - len(cps))
         #: index of a backend (beyond the targets) that is the targets file's fallback
         self.fallback = fallback
@@ -194,8 +197,8 @@ class Lab:
         drain = list(drain) + [False] * (len(self.weights) - len(drain))
         if self.mode == "sipedge":
             lines = [] if self.fallback is None else [f'fallback = "{self.uri(self.fallback)}"']
-            lines += ["[health]", "fail_threshold = 1", "cooldown = 0", "",
-                      "[probe]", 'mode = "out"', f"interval = {self.probe_interval}",
+            lines += ["[health]", "fail_threshold = 1", f"cooldown = {self.cooldown}", "",
+                      "[probe]", f'mode = "{self.probe_mode}"', f"interval = {self.probe_interval}",
                       "timeout = 1", "ok_codes = [200]", ""]
             for i, w in enumerate(self.weights):
                 lines += ["[[target]]", f'uri = "{self.uri(i)}"', "priority = 10",

@@ -292,6 +292,26 @@ def test_no_answer_taken_out_for_every_worker_then_back(lab_factory):
 
 
 @kamailio_test
+def test_cooldown_trial_call_brings_a_target_back_without_probing(lab_factory):
+    """cooldown = 2 s, probing off: after the cool-down ONE call (claimed
+    through the shared table by whichever worker) is the target's trial; its
+    200, seen in the reply route armed for that call, brings it back."""
+    lab = lab_factory(backends=["silent", "ok", "ok"], cooldown=2, probe_mode="off")
+    res = lab.load(rate=RATE, calls=300)
+    assert (res.completed, res.failed) == (300, 0)
+    assert lab.target_states()[0] in ("out", "probing")
+    lab.start_backend(0, "ok")
+    res2 = lab.load(rate=RATE, calls=600)
+    assert (res2.completed, res2.failed) == (600, 0)
+    # at most one trial per cool-down may have gone unanswered (it was dead
+    # until start_backend); then the first answered trial brought it back
+    assert res2.waited <= 1
+    assert lab.target_states()[0] == "up"
+    assert lab.invites(0, res2.end) >= 0.6 * 600 * 0.5, lab.invites(0, res2.end)
+    assert lab.state()["targets"][0]["successes"] >= 1
+
+
+@kamailio_test
 def test_drain_takes_no_new_calls_and_lets_calls_finish(lab_factory):
     lab = lab_factory()
     hold = 2000

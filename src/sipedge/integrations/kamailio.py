@@ -397,6 +397,7 @@ class KamailioRouter:
         self._state_written: Any = None
         self._last_state_write = 0.0
         self._pick = self.ts.pick
+        self._state = self.ts._core.state
 
     @classmethod
     def from_file(cls, path: str, ksr: Any = None, **kwargs: Any) -> "KamailioRouter":
@@ -457,8 +458,10 @@ class KamailioRouter:
             K.pv.sets("$rd", self._rd[i])
         K.pv.sets(TRIED_AVP, tried)
         K.tm.t_on_failure(self.failure_callback)
-        if self.ts._core.state(i) == "probing":
-            # this call is the target's trial after its cool-down: its answer decides
+        if self._state(i) != "up":
+            # pick() hands out only usable targets: one that is not "up" right
+            # after it is this call's trial after a cool-down (claiming the
+            # trial put it back "out" for everyone else): its answer decides
             K.tm.t_on_reply(self.reply_callback)
 
     def _no_target(self) -> int:
