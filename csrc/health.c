@@ -6,7 +6,15 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+double sx_ht_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 /* One writer mutex per table file (device, inode) in this process. */
 #define SX_HT_FILES 256
@@ -171,6 +179,7 @@ void sx_ht_publish(const sx_health *h, uint32_t i, const sx_hrec *rec)
 
 int sx_ht_mark_failed(const sx_health *h, uint32_t i, double now)
 {
+    sx_ht_now(&now);
     if (sx_ht_lock(h) < 0)
         return -1;
     sx_hrec r;
@@ -194,6 +203,7 @@ int sx_ht_mark_failed(const sx_health *h, uint32_t i, double now)
 
 int sx_ht_mark_ok(const sx_health *h, uint32_t i, double now)
 {
+    sx_ht_now(&now);
     if (sx_ht_lock(h) < 0)
         return -1;
     sx_hrec r;
@@ -232,7 +242,7 @@ int sx_ht_set_drained(const sx_health *h, uint32_t i, int drained)
     return changed;
 }
 
-int sx_ht_take(const sx_health *h, uint32_t i, double now, double *wait)
+int sx_ht_take(const sx_health *h, uint32_t i, double *nowp, double *wait)
 {
     const sx_hslot *s = sx_ht_slot(h, i);
     double rate = s->rate;
@@ -242,7 +252,18 @@ int sx_ht_take(const sx_health *h, uint32_t i, double now, double *wait)
         sx_ht_read(h, i, &r);
         if (!r.out)
             return 1;
+    } else {
+        /* tat never decreases: a refusal read without the lock is the refusal
+         * the lock would give, so a target at its limit costs no lock */
+        sx_ht_read(h, i, &r);
+        double now0 = sx_ht_now(nowp);
+        double t0 = r.tat > now0 ? r.tat : now0;
+        if (t0 - now0 > s->tau && !r.drained && !(r.out && now0 - r.out_since < h->cooldown)) {
+            *wait = t0 - s->tau - now0;
+            return 0;
+        }
     }
+    double now = sx_ht_now(nowp);
     if (sx_ht_lock(h) < 0)
         return -1;
     sx_ht_read(h, i, &r);

@@ -98,10 +98,22 @@ void sx_ht_unlock(const sx_health *h);
 /* Under the lock: publish rec as slot i's new current record. */
 void sx_ht_publish(const sx_health *h, uint32_t i, const sx_hrec *rec);
 
-/* Usable for a new call now: not drained, and up or its cool-down over. */
-static inline int sx_ht_usable(const sx_health *h, const sx_hrec *r, double now)
+/* Clock readings: every `now` below may be NaN, meaning "CLOCK_MONOTONIC,
+ * read when first needed" (only an out target or a rate limit needs it; the
+ * same clock as Python's time.monotonic on Linux). */
+double sx_ht_clock(void);
+
+static inline double sx_ht_now(double *now)
 {
-    return !r->drained && (!r->out || now - r->out_since >= h->cooldown);
+    if (*now != *now)
+        *now = sx_ht_clock();
+    return *now;
+}
+
+/* Usable for a new call now: not drained, and up or its cool-down over. */
+static inline int sx_ht_usable(const sx_health *h, const sx_hrec *r, double *now)
+{
+    return !r->drained && (!r->out || sx_ht_now(now) - r->out_since >= h->cooldown);
 }
 
 /* Health updates (each takes and drops the lock). Return 1 when the state
@@ -115,7 +127,9 @@ int sx_ht_set_drained(const sx_health *h, uint32_t i, int drained);
  * (restarts the cool-down so other workers keep skipping it).
  * Returns 1 taken, 0 refused (*wait set to the seconds until the rate limit
  * allows a call, or 0 when another worker claimed the trial), -1 lock error.
- * A target that is up with no rate limit is taken without any lock. */
-int sx_ht_take(const sx_health *h, uint32_t i, double now, double *wait);
+ * A target that is up with no rate limit is taken without any lock, and so is
+ * the refusal of a target at its limit (tat never decreases, so a refusal seen
+ * without the lock is the one the lock would give). */
+int sx_ht_take(const sx_health *h, uint32_t i, double *now, double *wait);
 
 #endif

@@ -103,12 +103,12 @@ int sx_sel_state(const sx_sel *s, const sx_health *h, uint32_t i, double now)
         return SX_DRAINED;
     if (!r.out)
         return SX_UP;
-    return now - r.out_since >= h->cooldown ? SX_PROBING : SX_OUT;
+    return sx_ht_now(&now) - r.out_since >= h->cooldown ? SX_PROBING : SX_OUT;
 }
 
 /* Usable members of group g: positives into idx/w (returns their count, sum in
  * *total), weight-0 ones into zidx (count in *nz). */
-static uint32_t gather(const sx_sel *s, const sx_health *h, uint32_t g, double now,
+static uint32_t gather(const sx_sel *s, const sx_health *h, uint32_t g, double *now,
                        const uint8_t *excl, uint32_t *idx, uint64_t *w, uint64_t *total,
                        uint32_t *zidx, uint32_t *nz)
 {
@@ -241,7 +241,7 @@ uint32_t sx_sel_order(sx_sel *s, const sx_health *h, double now, uint32_t *out, 
     for (uint32_t g = 0; g < s->ngroups; g++) {
         uint64_t total;
         uint32_t nz;
-        uint32_t m = gather(s, h, g, now, NULL, idx, w, &total, zidx, &nz);
+        uint32_t m = gather(s, h, g, &now, NULL, idx, w, &total, zidx, &nz);
         k += order_positive(&s->rng, m, total, idx, w, tree, out + k);
         k += order_zero(&s->rng, nz, zidx, out + k);
     }
@@ -285,7 +285,7 @@ uint32_t sx_sel_order_key(const sx_sel *s, const sx_health *h, double now, uint6
             if (!s->enabled[i])
                 continue;
             sx_ht_read(h, i, &r);
-            if (!sx_ht_usable(h, &r, now))
+            if (!sx_ht_usable(h, &r, &now))
                 continue;
             uint64_t x = sx_mix64(key ^ s->salt[i]);
             /* weight 0: score -1 puts them after every positive weight, ordered by x */
@@ -303,7 +303,7 @@ uint32_t sx_sel_order_key(const sx_sel *s, const sx_health *h, double now, uint6
 }
 
 /* Try candidate i; 1 taken, 0 refused (updates *best_wait), -1 lock error. */
-static int try_take(const sx_health *h, uint32_t i, double now, double *best_wait, int *limited)
+static int try_take(const sx_health *h, uint32_t i, double *now, double *best_wait, int *limited)
 {
     double wt;
     int t = sx_ht_take(h, i, now, &wt);
@@ -325,7 +325,7 @@ int64_t sx_sel_pick(sx_sel *s, const sx_health *h, double now, int haskey, uint6
     for (uint32_t g = 0; g < s->ngroups; g++) {
         uint64_t total;
         uint32_t nz;
-        uint32_t m = gather(s, h, g, now, excl, idx, w, &total, zidx, &nz);
+        uint32_t m = gather(s, h, g, &now, excl, idx, w, &total, zidx, &nz);
         if (haskey) {
             /* positives by score, then zeros by x: repeated best-of scan */
             double *sc = (double *)tree; /* reuse: m doubles */
@@ -336,7 +336,7 @@ int64_t sx_sel_pick(sx_sel *s, const sx_health *h, double now, int haskey, uint6
                 for (uint32_t j = 1; j < m; j++)
                     if (sc[j] > sc[b])
                         b = j;
-                int t = try_take(h, idx[b], now, wait, &limited);
+                int t = try_take(h, idx[b], &now, wait, &limited);
                 if (t != 0)
                     return t > 0 ? (int64_t)idx[b] : SX_LOCKERR;
                 memmove(idx + b, idx + b + 1, (m - b - 1) * sizeof *idx);
@@ -353,7 +353,7 @@ int64_t sx_sel_pick(sx_sel *s, const sx_health *h, double now, int haskey, uint6
                         bx = x;
                     }
                 }
-                int t = try_take(h, zidx[b], now, wait, &limited);
+                int t = try_take(h, zidx[b], &now, wait, &limited);
                 if (t != 0)
                     return t > 0 ? (int64_t)zidx[b] : SX_LOCKERR;
                 memmove(zidx + b, zidx + b + 1, (nz - b - 1) * sizeof *zidx);
@@ -363,7 +363,7 @@ int64_t sx_sel_pick(sx_sel *s, const sx_health *h, double now, int haskey, uint6
         }
         while (m > 0) {
             uint32_t j = draw_pos(&s->rng, w, m, total);
-            int t = try_take(h, idx[j], now, wait, &limited);
+            int t = try_take(h, idx[j], &now, wait, &limited);
             if (t != 0)
                 return t > 0 ? (int64_t)idx[j] : SX_LOCKERR;
             total -= w[j];
@@ -373,7 +373,7 @@ int64_t sx_sel_pick(sx_sel *s, const sx_health *h, double now, int haskey, uint6
         }
         while (nz > 0) {
             uint32_t j = draw_zero(&s->rng, nz);
-            int t = try_take(h, zidx[j], now, wait, &limited);
+            int t = try_take(h, zidx[j], &now, wait, &limited);
             if (t != 0)
                 return t > 0 ? (int64_t)zidx[j] : SX_LOCKERR;
             memmove(zidx + j, zidx + j + 1, (nz - j - 1) * sizeof *zidx);

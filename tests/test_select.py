@@ -449,3 +449,164 @@ def test_sip_status_text_is_plain_decimal(text):
 def test_numbers_as_text_still_accepted():
     assert (Target(A, " 10 ", "20").priority, Target(A, " 10 ", "20").weight) == (10, 20)
     assert should_failover(" 486 ") is False and should_failover("503") is True
+
+
+# ------------------------------------------------ what an SBC needs from a target
+def test_destination_is_separate_from_the_request_uri():
+    t = Target("sip:sbc1.example.com;edge=dublin", 10, 60)
+    assert str(t) == "sip:sbc1.example.com;edge=dublin"  # identity, as Twilio lists it
+    assert t.destination == "sip:sbc1.example.com:5060;transport=udp"
+    assert t.request_uri == "sip:sbc1.example.com"  # no ;edge=: not a SIP parameter
+    r = Target("sips:+15551234567@pstn.example.com:5081", 1, 1, address="192.0.2.7")
+    assert r.destination == "sip:192.0.2.7:5081;transport=tls"
+    assert r.request_uri == "sips:+15551234567@pstn.example.com:5081"  # keeps the name
+    assert Target("sip:[2001:db8::5];transport=tcp", 1, 1).destination == \
+        "sip:[2001:db8::5]:5060;transport=tcp"
+    with pytest.raises(InputError, match="not an IP address"):
+        Target(A, 1, 1, address="sbc.example.com")
+
+
+def test_ordinary_sip_uri_parameters_are_accepted_for_targets():
+    t = Target("sip:proxy.example.net;lr;maddr=198.51.100.4;user=phone;transport=tcp", 1, 1)
+    assert t.uri.param("lr") == "" and t.uri.param("user") == "phone"
+    assert t.destination == "sip:198.51.100.4:5060;transport=tcp"  # maddr wins
+    assert str(t) == "sip:proxy.example.net;transport=tcp;lr;maddr=198.51.100.4;user=phone"
+    assert t.request_uri == str(t)
+    with pytest.raises(URIError, match="twice"):
+        Target("sip:a.example.com;lr;lr", 1, 1)
+    with pytest.raises(URIError):
+        Target("sip:a.example.com;ma ddr=1", 1, 1)
+    # Twilio's origination records keep the strict Twilio check
+    with pytest.raises(URIError, match="unsupported parameter ;lr"):
+        TargetSet.from_twilio([{"sip_url": "sip:a.example.com;lr", "priority": 1, "weight": 1,
+                                "enabled": True}])
+
+
+def test_lookups_by_uri_destination_and_source(make):
+    ts = make([("sip:sbc1.example.com", 10, 1), ("sip:192.0.2.10:5080", 10, 1),
+               Target("sip:sbc3.example.com;transport=tcp", 10, 1, address="198.51.100.3"),
+               ("sip:p.example.net;maddr=203.0.113.9", 20, 1)])
+    t1, t2, t3, t4 = ts.targets
+    assert ts.index(t3) == 2 and ts.index(2) == 2 and ts.index("sip:sbc1.example.com") == 0
+    assert ts.index("sip:SBC1.example.com:5060") == 0  # another spelling: parsed once, then cached
+    assert "sip:SBC1.example.com:5060" in ts._by_text
+    assert ts.by_destination("sip:192.0.2.10:5080;transport=udp") is t2
+    assert ts.by_destination(t3.destination) is t3 and ts.by_destination("sip:x:1") is None
+    assert ts.by_source("192.0.2.10") is t2 and ts.by_source("192.0.2.10", 5080) is t2
+    assert ts.by_source("192.0.2.10", 5060) is None
+    assert ts.by_source("198.51.100.3") is t3 and ts.by_source("203.0.113.9") is t4
+    assert ts.by_source("192.0.2.99") is None and ts.by_source("not an ip") is None
+    assert ts.get("sip:192.0.2.10:5080") is t2
+    with pytest.raises(InputError, match="out of range"):
+        ts.index(9)
+
+
+@pytest.mark.parametrize("code,want", [(None, True), ("timeout", True), (408, True), (500, True),
+                                       (503, True), ("503", True), (504, True), (580, False),
+                                       (486, False), (404, False), (403, False), (480, False),
+                                       (487, False), (200, False), (302, False), (603, False)])
+def test_counts_against_health(code, want):
+    assert counts_against_health(code) is want
+
+
+def test_counts_against_health_refuses_what_is_not_a_final_status():
+    for bad in (100, 183, 700, "busy", True):
+        with pytest.raises(InputError):
+            counts_against_health(bad)
+
+
+# --------------------------------------------------- exclude, drain, trial, rate
+def test_exclude_carried_as_a_short_string(make):
+    ts = make(TWILIO + [(D, 20, 5)])
+    assert ts.tried(A, "sip:sbc3.example.com", A) == "0,2"
+    seen = set()
+    for k in KEYS[:300]:
+        order = ts.order(key=k)
+        assert str(ts.pick(key=k)) == str(order[0])
+        assert ts.pick(key=k, exclude=ts.tried(order[0])) == order[1]
+        assert ts.pick(key=k, exclude=[order[0], 1 if order[1] is not ts.targets[1] else 0]) in ts
+        assert ts.pick(key=k, exclude=ts.tried(*order[:3])) == order[3] == ts.targets[3]
+        seen.add(str(order[0]))
+    assert seen == {A, B, C}
+    assert ts.pick(exclude="0,1,2") == ts.targets[3]  # unkeyed too
+    with pytest.raises(SelectionError):
+        ts.pick(exclude="0,1,2,3")
+    for bad in ("0,x", "9", "-1", "0;1"):
+        with pytest.raises(InputError, match="exclude"):
+            ts.pick(exclude=bad)
+    with pytest.raises(InputError, match="not a target of this set"):
+        ts.pick(exclude=[Target("sip:other.example.com", 1, 1)])
+
+
+def test_drain_moves_only_the_drained_targets_keys(make):
+    ts = make(TWILIO)
+    before = {k: str(ts.pick(key=k)) for k in KEYS[:3000]}
+    assert ts.drain(B) is True and ts.drain(B) is False
+    assert ts.state(B) == "drained"
+    after = {k: str(ts.pick(key=k)) for k in KEYS[:3000]}
+    moved = {k for k in before if before[k] != after[k]}
+    assert moved == {k for k in before if before[k] == B} and moved
+    assert all(str(t) != B for _ in range(300) for t in ts.order())
+    ts.mark_failed(B)  # a call in progress on the drained target still reports
+    assert ts.counters(B) == (1, 0) and ts.state(B) == "drained"
+    assert ts.undrain(B) is True and ts.state(B) == "out"
+
+
+def test_out_target_gets_a_single_trial_call_after_its_cooldown(make):
+    clock = Clock()
+    ts = make(TWILIO, cooldown=30, clock=clock)
+    ts.mark_failed(A)
+    assert all(str(ts.pick()) != A for _ in range(200))
+    clock.t += 30
+    assert ts.state(A) == "probing"
+    got = [str(ts.pick()) for _ in range(500)]
+    assert got.count(A) == 1  # one trial; every other pick (in any process) skips it
+    assert ts.state(A) == "out"  # the trial restarted the cool-down
+    clock.t += 30
+    assert ts.mark_ok(A) is True and ts.state(A) == "up"
+
+
+def test_rate_limit_passes_over_and_then_raises_with_the_wait(make):
+    from sipedge.errors import RateLimited
+
+    clock = Clock(50.0)
+    ts = make([Target(A, 10, 1, cps=2), Target(B, 10, 1, cps=1, burst=2), (C, 20, 1)],
+              clock=clock)
+    got = Counter(str(ts.pick()) for _ in range(3))
+    # A: burst 1 -> one call now; B: burst 2 -> two; then the lower priority C
+    assert got == Counter({A: 1, B: 2})
+    assert str(ts.pick()) == C  # both priority-10 targets at their limit: next in order
+    ts2 = make([Target(A, 10, 1, cps=2), Target(B, 10, 1, cps=4)], clock=clock)
+    ts2.pick(), ts2.pick()
+    with pytest.raises(RateLimited) as e:
+        ts2.pick()
+    assert e.value.wait == pytest.approx(0.25) and e.value.exit_code == 6  # B frees first
+    clock.t += 0.25
+    assert str(ts2.pick()) == B
+    clock.t += 0.25
+    assert {str(ts2.pick()), str(ts2.pick())} == {A, B}
+    with pytest.raises(InputError, match="cps"):
+        Target(A, 1, 1, cps=0)
+    with pytest.raises(InputError, match="burst"):
+        Target(A, 1, 1, cps=5, burst=0)
+
+
+def test_target_pickles_into_another_process():
+    """A Target sent to a worker (multiprocessing spawn) is rebuilt there:
+    its cached hash is the receiving process's, so set lookups keep working."""
+    import pickle
+    import subprocess
+    import sys
+
+    t = Target("sip:sbc1.example.com;lr", 10, 60, cps=30, burst=2, address="192.0.2.1")
+    assert pickle.loads(pickle.dumps(t)) == t
+    code = ("import pickle, sys\n"
+            "from sipedge.select import Target, TargetSet\n"
+            "t = pickle.loads(sys.stdin.buffer.read())\n"
+            "ts = TargetSet([Target('sip:sbc1.example.com;lr', 10, 60, cps=30, burst=2, "
+            "address='192.0.2.1')])\n"
+            "print(ts.index(t), hash(t) == hash(ts.targets[0]), repr(t))\n")
+    r = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(t), capture_output=True,
+                       timeout=60, env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split(" ", 2)[:2] == ["0", "True"]

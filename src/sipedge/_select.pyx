@@ -18,6 +18,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset
 from libc.errno cimport errno
+from libc.math cimport NAN
 
 import os
 import time
@@ -206,8 +207,9 @@ cdef class Core:
         sx_sel_free(self.s)
 
     cdef inline double _now(self) except? -1.0:
+        # NaN: the C core reads CLOCK_MONOTONIC (= time.monotonic) only if it needs it
         if self._mono:
-            return _mono()
+            return NAN
         return float(self._clock())
 
     cdef inline uint32_t _index(self, Py_ssize_t i) except? 0xFFFFFFFF:
@@ -285,7 +287,7 @@ cdef class Core:
 
     def now(self):
         """The clock reading the core uses."""
-        return self._now()
+        return _mono() if self._mono else float(self._clock())
 
     def reseed(self, uint64_t seed):
         with cython.critical_section(self):

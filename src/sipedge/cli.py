@@ -13,18 +13,7 @@ from typing import Callable, Optional, Sequence
 from . import errors
 from ._version import __version__
 
-EPILOG = """\
-exit codes:
-  0  success (firewall apply: applied, or nothing to change)
-  1  unexpected internal error (a bug: please report it)
-  2  usage error (bad command-line arguments)
-  3  bad input: allowlist, URI, capture file, address, snapshot
-  4  permission: not root / no CAP_NET_ADMIN
-  5  the system cannot do it: kernel support, namespace, netlink, lock held
-  6  no usable target (every target out, no disaster-recovery URL); probe: a target is out
-  7  drift: the live firewall differs from the desired state (firewall status)
-  8  DNS resolution failed (resolve, probe): NXDOMAIN, SERVFAIL, timeout, no record
-"""
+EPILOG = "exit codes:\n" + "".join(f"  {code}  {text}\n" for code, text in errors.EXIT_CODES.items())
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -170,6 +159,31 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ firewall
+def _firewall_defaults() -> dict:
+    """The library's defaults of the firewall options (imported only when needed:
+    the firewall modules are not loaded for other commands)."""
+    import inspect
+
+    from .firewall.desired import desired_state
+    from .firewall.ops import Options
+
+    o = Options()
+    d = inspect.signature(desired_state).parameters
+    return {"table": d["table"].default, "priority": d["priority"].default,
+            "mode": d["mode"].default, "backend": o.backend, "lock_file": o.lock_file,
+            "lock_timeout": o.lock_timeout, "state_dir": o.state_dir}
+
+
+class _LibraryDefaultsHelp(argparse.HelpFormatter):
+    """Shows ``{default}`` in an option's help as the library's default."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = super()._expand_help(action)
+        if "{default}" in text:
+            text = text.replace("{default}", str(_firewall_defaults()[action.dest]))
+        return text
+
+
 def _add_firewall(sub) -> None:
     p = sub.add_parser("firewall", help="program the firewall from the allowlist",
                        description="Keep the kernel firewall equal to the allowlist: sipedge's own "
@@ -185,29 +199,33 @@ def _add_firewall(sub) -> None:
         "remove": ("delete sipedge's table (nothing else)", _cmd_firewall_remove),
     }
     for name, (text, func) in helps.items():
-        a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        # option defaults are None here: the library's apply (shown by {default} in help)
+        a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                            formatter_class=_LibraryDefaultsHelp)
         a.add_argument("--allowlist", metavar="F", help="allowlist TOML file (default: embedded Twilio dataset)")
         a.add_argument("--edges", metavar="LIST",
                        help="comma list of edges whose ranges to allow (default: all); ranges "
                             "without an edge, like Twilio's media range, are always kept")
-        a.add_argument("--table", default="sipedge",
-                       help="nft table name (default: sipedge); with ipset: set-name prefix, and "
-                            "upper-cased, the iptables chain")
-        a.add_argument("--backend", choices=("nft", "ipset"), default="nft",
-                       help="nft (netlink, default) or ipset (+ iptables rules)")
+        a.add_argument("--table",
+                       help="nft table name (default: {default}); with ipset: set-name prefix, "
+                            "and upper-cased, the iptables chain")
+        a.add_argument("--backend", choices=("nft", "ipset"),
+                       help="nft (netlink) or ipset (+ iptables rules) (default: {default})")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
-        a.add_argument("--mode", choices=("enforce", "monitor"), default="enforce",
-                       help="enforce: drop untrusted traffic to the SBC ports; monitor: only count it")
-        a.add_argument("--priority", type=int, default=-10, help="input hook priority (nft backend; default: -10)")
+        a.add_argument("--mode", choices=("enforce", "monitor"),
+                       help="enforce: drop untrusted traffic to the SBC ports; monitor: only count "
+                            "it (default: {default})")
+        a.add_argument("--priority", type=int,
+                       help="input hook priority (nft backend; default: {default})")
         a.add_argument("--signaling-ports", metavar="LIST",
                        help="override signaling ports, e.g. 5060/udp,5060/tcp,5061/tcp")
         a.add_argument("--media-ports", metavar="LIST", help="override media ports, e.g. 10000-60000/udp")
-        a.add_argument("--lock-file", default="/run/sipedge/firewall.lock", metavar="F",
-                       help="lock file so two runs never interleave (default: %(default)s)")
-        a.add_argument("--lock-timeout", type=float, default=30.0, metavar="S",
-                       help="seconds to wait for the lock (default: 30)")
-        a.add_argument("--state-dir", default="/var/lib/sipedge", metavar="DIR",
-                       help="where the snapshot of the last apply is kept (default: %(default)s)")
+        a.add_argument("--lock-file", metavar="F",
+                       help="lock file so two runs never interleave (default: {default})")
+        a.add_argument("--lock-timeout", type=float, metavar="S",
+                       help="seconds to wait for the lock (default: {default})")
+        a.add_argument("--state-dir", metavar="DIR",
+                       help="where the state of the last apply is kept (default: {default})")
         a.add_argument("--json", action="store_true", help="print JSON")
         if name == "apply":
             a.add_argument("--metrics-file", metavar="F",
@@ -218,29 +236,29 @@ def _add_firewall(sub) -> None:
         a.set_defaults(func=func)
 
 
+#: options whose default is the library's (None on the command line: not given)
+_FIREWALL_OPTIONS = ("table", "mode", "priority", "backend", "lock_file", "lock_timeout",
+                     "state_dir")
+
+
 def _firewall_setup(args: argparse.Namespace):
-    from .allowlist import Allowlist
     from .firewall.desired import desired_state, parse_port_list
     from .firewall.ops import Options
 
     al = _load_allowlist(args.allowlist)
     if args.edges:
-        wanted = {e.strip() for e in args.edges.split(",") if e.strip()}
-        known = {e.edge for e in al if e.edge}
-        unknown = sorted(wanted - known)
-        if unknown:
-            raise errors.InputError(f"--edges: unknown edge(s) {', '.join(unknown)}; the allowlist "
-                                    f"has {', '.join(sorted(known)) or 'no named edges'}")
-        al = Allowlist([e for e in al if e.edge is None or e.edge in wanted], al.ports, al.meta)
+        al = al.select(args.edges.split(","), warn=False)
     ports = {}
     if args.signaling_ports:
         ports["signaling"] = parse_port_list(args.signaling_ports, "--signaling-ports")
     if args.media_ports:
         ports["media"] = parse_port_list(args.media_ports, "--media-ports")
-    d = desired_state(al, table=args.table, mode=args.mode, priority=args.priority, ports=ports)
-    opts = Options(netns=args.netns, backend=args.backend, lock_file=args.lock_file,
-                   lock_timeout=args.lock_timeout, state_dir=args.state_dir,
-                   metrics_file=getattr(args, "metrics_file", None))
+    given = {k: getattr(args, k) for k in _FIREWALL_OPTIONS if getattr(args, k) is not None}
+    d = desired_state(al, ports=ports, **{k: v for k, v in given.items()
+                                           if k in ("table", "mode", "priority")})
+    opts = Options(netns=args.netns, metrics_file=getattr(args, "metrics_file", None),
+                   **{k: v for k, v in given.items() if k in ("backend", "lock_file",
+                                                            "lock_timeout", "state_dir")})
     return d, opts
 
 
@@ -516,7 +534,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     print(f"{'kind':<8} {'frames':>10} {'trusted':>10} {'untrusted':>10}")
     for k in KINDS:
         print(f"{k:<8} {by_kind[k]:>10} {trusted[k]:>10} {by_kind[k] - trusted[k]:>10}")
-    edges = {}
+    edges: dict = {}
     for (kind, t, edge), n in rep.counts.items():
         if edge is not None:
             row = edges.setdefault(edge, [0, 0])
@@ -607,6 +625,9 @@ def _add_probe(sub) -> None:
                    help="consecutive successes that bring it back (default: 1)")
     p.add_argument("--each-address", action="store_true",
                    help="resolve each URI and probe every address it resolves to")
+    p.add_argument("--watch", action="store_true",
+                   help="also print each result as it comes, before the summary (with "
+                        "--json: one JSON object a line, the summary last)")
     _add_resolver_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_probe)
@@ -630,14 +651,30 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             targets.extend(resolver.resolve(u).destinations)
         else:
             targets.append(u)
+    def watch(r) -> None:
+        lat = None if r.latency is None else round(r.latency * 1000, 3)
+        if args.json:
+            print(json.dumps({"uri": r.target.uri, "address": r.address, "ok": r.ok,
+                              "code": r.code, "reason": r.reason, "latency_ms": lat,
+                              "state": r.state, "changed": r.changed}), flush=True)
+        else:
+            ms = "-" if lat is None else f"{lat:.2f} ms"
+            print(f"{r.target.uri} {r.address or '-'} {r.state}{' (changed)' if r.changed else ''}"
+                  f" {ms} {r.reason}", flush=True)
+
     prober = Prober(targets, interval=args.interval, timeout=args.timeout,
                     reply_codes=args.reply_codes, fail_threshold=args.fail_threshold,
-                    ok_threshold=args.ok_threshold, resolver=resolver, stagger=False)
+                    ok_threshold=args.ok_threshold, resolver=resolver, stagger=False,
+                    on_result=watch if args.watch else None)
     asyncio.run(prober.run(rounds=args.count))
     rows = [s.to_dict() for s in prober.status()]
     code = 0 if all(r["state"] == "up" for r in rows) else errors.EXIT_NO_TARGET
     if args.json:
-        _print_json({"interval": args.interval, "count": args.count, "targets": rows})
+        summary = {"interval": args.interval, "count": args.count, "targets": rows}
+        if args.watch:      # JSON lines throughout: the summary is the last line
+            print(json.dumps(summary))
+        else:
+            _print_json(summary)
         return code
     w_uri = max([len(r["uri"]) for r in rows] + [3])
     w_addr = max([len(r["address"] or "-") for r in rows] + [7])

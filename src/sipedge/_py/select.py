@@ -27,6 +27,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..select._common import NONE, LIMITED, STATES, key_bytes, parse_exclude
@@ -38,6 +39,19 @@ U32 = 0xFFFFFFFF
 
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
+_cores: "weakref.WeakSet[Core]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A lock held by another thread at fork() would never be released in the
+    child (that thread does not exist there): release what is held."""
+    for lk in [_file_locks_guard, *_file_locks.values(), *(c._lock for c in list(_cores))]:
+        if lk.locked():
+            lk.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def hash_key(key: Any) -> int:
@@ -141,7 +155,7 @@ class Table:
     def set_drained(self, i: int, drained: bool) -> bool:
         self.lock()
         try:
-            rec = list(self.read(i))
+            rec: list[Any] = list(self.read(i))
             changed = rec[1] != int(bool(drained))
             if changed:
                 rec[1] = int(bool(drained))
@@ -155,9 +169,16 @@ class Table:
         if not rate > 0:
             if not self.read(i)[0]:
                 return True, 0.0
+        else:
+            # tat never decreases: a refusal read without the lock is final
+            seen = self.read(i)
+            t0 = seen[7] if seen[7] > now else now
+            if (t0 - now > self.tau[i] and not seen[1]
+                    and not (seen[0] and now - seen[4] < self.cooldown)):
+                return False, t0 - self.tau[i] - now
         self.lock()
         try:
-            rec = list(self.read(i))
+            rec: list[Any] = list(self.read(i))
             ok, wait = True, 0.0
             if rec[1] or (rec[0] and now - rec[4] < self.cooldown):
                 ok = False
@@ -240,6 +261,12 @@ def _score(x: int, weight: int) -> float:
     return weight / -math.log(((x >> 12) + 0.5) * 2.0 ** -52)
 
 
+def _raise_empty(code: int, wait: float) -> Any:
+    from ..errors import SelectionError
+    raise SelectionError("no usable target" if code == NONE else
+                         f"every usable target is at its rate limit (wait {wait:.3f} s)")
+
+
 class Core:
     """Targets (any objects) with priorities, weights, an RNG and a health table
     (a :class:`sipedge.select.health.HealthTable`, private or shared)."""
@@ -277,9 +304,10 @@ class Core:
         self._t = Table(table)
         self._clock = clock
         self._rng = Rng(seed)
-        self._on_empty = on_empty
+        self._on_empty: Callable[[int, float], Any] = on_empty or _raise_empty
         self._positions = dict(positions) if positions is not None else {}
         self._lock = threading.Lock()
+        _cores.add(self)
 
     def _check(self, i: int) -> None:
         if not 0 <= i < len(self._items):

@@ -94,7 +94,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .. import _impl
 from ..errors import DisasterRecovery, InputError, RateLimited, SelectionError, URIError
@@ -102,7 +102,10 @@ from ..twilio import catalog
 from ..twilio.uri import OriginationURI, parse_uri
 from .health import HealthTable
 
-_core = _impl.load("select")
+if TYPE_CHECKING:  # the native module's stub describes both implementations
+    from .. import _select as _core
+else:
+    _core = _impl.load("select")
 
 #: SIP final responses after which Twilio does NOT try the next URI (plus every 6xx).
 NO_FAILOVER_CODES = frozenset({400, 404, 405, 410, 416, 482, 484, 486})
@@ -211,6 +214,11 @@ class Target:
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
 
+    def __reduce__(self) -> tuple:
+        # rebuilt through __init__ in the receiving process (str hashes differ per process)
+        return (_target, (str(self.uri), self.priority, self.weight, self.enabled, self.cps,
+                          self.burst, self.address))
+
     @property
     def destination(self) -> str:
         """Where to send: ``sip:HOST:PORT;transport=T`` (Kamailio ``$du``, an
@@ -243,6 +251,11 @@ class Target:
         if self.address is not None:
             extra += f", address={self.address!r}"
         return f"Target({str(self.uri)!r}, priority={self.priority}, weight={self.weight}{extra})"
+
+
+def _target(uri: str, priority: int, weight: int, enabled: bool, cps: Optional[float],
+            burst: int, address: Optional[str]) -> Target:
+    return Target(uri, priority, weight, enabled, cps=cps, burst=burst, address=address)
 
 
 def _destination(u: OriginationURI) -> tuple:
@@ -309,13 +322,15 @@ class TargetSet:
     clock: the default ``time.monotonic`` is system-wide). ``table``: None for
     health private to this process, or a name/path of a shared table
     (:mod:`sipedge.select.health`); every process opening it must give the same
-    targets and settings.
+    targets and settings. ``table_mode``: permissions of a table file this set
+    creates (default 0600; 0o660 to share it with a group).
     """
 
     def __init__(self, targets: Iterable[Target], *, dr_url: Optional[str] = None,
                  fail_threshold: int = 1, ok_threshold: int = 1, cooldown: float = 30.0,
                  seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
-                 table: Union[str, "os.PathLike[str]", None] = None) -> None:
+                 table: Union[str, "os.PathLike[str]", None] = None,
+                 table_mode: int = 0o600) -> None:
         tl = list(targets)
         pos: dict[tuple, int] = {}
         for i, t in enumerate(tl):
@@ -356,7 +371,7 @@ class TargetSet:
         if table is None:
             self.table = HealthTable.private(len(tl), **settings)
         else:
-            self.table = HealthTable.open(table, len(tl), **settings)
+            self.table = HealthTable.open(table, len(tl), mode=table_mode, **settings)
         names = ", ".join(map(str, tl))
         self._names = names
         positions: dict[Any, int] = {t: i for i, t in enumerate(tl)}
@@ -382,8 +397,8 @@ class TargetSet:
                         self._by_addr[a].append(i)
         self._text_lock = threading.Lock()
         # the hot calls go straight to the core (no wrapper frame)
-        self.order = self._core.order
-        self.pick = self._core.pick
+        self.order = self._core.order  # type: ignore[method-assign]
+        self.pick = self._core.pick  # type: ignore[method-assign]
         _SETS.add(self)
 
     def _on_empty(self, code: int, wait: float) -> Any:

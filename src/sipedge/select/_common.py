@@ -2,7 +2,7 @@
 ``sipedge._py.select`` and the native ``sipedge._select`` import it)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import InputError
 

@@ -104,14 +104,17 @@ class HealthTable:
     @classmethod
     def open(cls, name: Union[str, os.PathLike], n: int, *, fingerprint: int,
              fail_threshold: int = 1, ok_threshold: int = 1, cooldown: float = 30.0,
-             limits: Optional[Sequence[tuple[float, float]]] = None) -> "HealthTable":
-        """Open table *name* (see :func:`table_path`), creating it on first use.
-        *fingerprint* identifies the target list and settings; a file made with
-        another one is refused."""
+             limits: Optional[Sequence[tuple[float, float]]] = None,
+             mode: int = 0o600) -> "HealthTable":
+        """Open table *name* (see :func:`table_path`), creating it on first use
+        with permissions *mode* (default 0600: the creating user only; use e.g.
+        0o660 and a shared group when an operator's ``sipedge select --table``
+        and the SBC's workers run as different users). *fingerprint* identifies
+        the target list and settings; a file made with another one is refused."""
         path = table_path(name)
         size = HEADER + n * SLOT
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
         except OSError as e:
             raise HealthTableError(f"health table {path}: cannot open or create it "
                                    f"({e.strerror}); use a writable directory such as "
@@ -123,6 +126,7 @@ class HealthTable:
                 head = os.pread(fd, 8, 0)
                 fresh = have == 0 or head.count(0) == len(head)
                 if fresh:
+                    os.fchmod(fd, mode)  # exactly *mode*, whatever the umask
                     os.ftruncate(fd, size)
                 elif have < HEADER:
                     raise HealthTableError(
