@@ -99,6 +99,7 @@ class LoadResult:
     elapsed: float         # seconds the UAC ran
     cpu_ms: float          # Kamailio CPU (all its processes) during the run
     end: float             # time.time() when the UAC finished
+    errors: str = ""       # the last lines of sipp's error log (why calls failed)
 
     @property
     def cpu_per_call_ms(self) -> float:
@@ -461,7 +462,7 @@ class Lab:
         args = ["sipp", "-sf", os.path.join(SIPP_DIR, "uac.xml"), "-i", "127.0.0.1",
                 "-p", str(UAC_PORT), f"127.0.0.1:{PROXY_PORT}", "-s", "sipedge",
                 "-r", f"{rate:g}", "-m", str(int(calls)), "-d", str(hold_ms), "-l", str(int(max(1000, rate * 20))),
-                "-trace_rtt", "-rtt_freq", "1", "-nostdin", "-max_socket", "4096",
+                "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-nostdin", "-max_socket", "4096",
                 "-timeout", f"{int(max_seconds)}s", "-timeout_error"]
         run = UacRun(self, d, args, rate, calls, max_seconds)
         return run if background else run.result()
@@ -506,7 +507,12 @@ class UacRun:
                                 pass
         # calls sipp never got to start (time bound hit) count as failed
         failed = max(failed or 0, self.calls - ok)
-        return LoadResult(self.rate, self.calls, ok, failed, waited, elapsed, cpu, time.time())
+        errors = ""
+        for name in os.listdir(self.d):
+            if name.endswith("_errors.log"):
+                errors = Lab._tail(os.path.join(self.d, name), 6)
+        return LoadResult(self.rate, self.calls, ok, failed, waited, elapsed, cpu, time.time(),
+                          errors)
 
 
 def _stat(text: str, name: str) -> Optional[int]:

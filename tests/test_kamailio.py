@@ -244,13 +244,13 @@ def kamailio_test(f):
 @kamailio_test
 def test_healthy_shares_60_20_20(lab_factory):
     lab = lab_factory()
-    res = lab.load(rate=150, calls=3000)
-    assert (res.completed, res.failed, res.waited) == (3000, 0, 0)
+    res = lab.load(rate=RATE, calls=2000)
+    assert (res.completed, res.failed, res.waited) == (2000, 0, 0), res
     inv = [lab.invites(i, res.end) for i in range(3)]
-    assert sum(inv) == 3000
-    # sticky by Call-ID: keys spread by weight; 3000 calls: sd 0.9 points, tolerance 5 points
+    assert sum(inv) == 2000
+    # sticky by Call-ID: keys spread by weight; 2000 calls: sd 1.1 points, tolerance 6 (5.5 sd)
     for got, want in zip(inv, (0.6, 0.2, 0.2)):
-        assert abs(got / 3000 - want) < 0.05, inv
+        assert abs(got / 2000 - want) < 0.06, inv
     assert lab.target_states() == ["up", "up", "up"]
 
 
@@ -258,7 +258,7 @@ def test_healthy_shares_60_20_20(lab_factory):
 def test_503_backend_gets_a_handful_and_stays_out(lab_factory):
     lab = lab_factory(backends=["503", "ok", "ok"])
     res = lab.load(rate=RATE, calls=1000)
-    assert (res.completed, res.failed) == (1000, 0)
+    assert (res.completed, res.failed) == (1000, 0), res
     inv = [lab.invites(i, res.end) for i in range(3)]
     # the calls in flight when the first 503 came back (dispatcher: 1)
     assert inv[0] <= 5, inv
@@ -275,7 +275,7 @@ def test_503_backend_gets_a_handful_and_stays_out(lab_factory):
 def test_no_answer_taken_out_for_every_worker_then_back(lab_factory):
     lab = lab_factory(backends=["silent", "ok", "ok"])
     res = lab.load(rate=RATE, calls=1000)
-    assert (res.completed, res.failed) == (1000, 0)
+    assert (res.completed, res.failed) == (1000, 0), res
     # only the calls sent to it before the first 4 s timeout fired wait:
     # about rate x share x 4 s = 240 (+ 0.5 s of margin for the timer tick)
     assert 0 < res.waited <= RATE * 0.6 * 4.5, res
@@ -286,7 +286,7 @@ def test_no_answer_taken_out_for_every_worker_then_back(lab_factory):
     took = lab.wait_state(0, "up", 5)
     assert took < 3.5
     res2 = lab.load(rate=RATE, calls=500)
-    assert (res2.completed, res2.failed, res2.waited) == (500, 0, 0)
+    assert (res2.completed, res2.failed, res2.waited) == (500, 0, 0), res2
     back = lab.invites(0, res2.end)
     assert abs(back / 500 - 0.6) < 0.1, (back, inv_before)
 
@@ -298,11 +298,11 @@ def test_cooldown_trial_call_brings_a_target_back_without_probing(lab_factory):
     200, seen in the reply route armed for that call, brings it back."""
     lab = lab_factory(backends=["silent", "ok", "ok"], cooldown=2, probe_mode="off")
     res = lab.load(rate=RATE, calls=300)
-    assert (res.completed, res.failed) == (300, 0)
+    assert (res.completed, res.failed) == (300, 0), res
     assert lab.target_states()[0] in ("out", "probing")
     lab.start_backend(0, "ok")
     res2 = lab.load(rate=RATE, calls=600)
-    assert (res2.completed, res2.failed) == (600, 0)
+    assert (res2.completed, res2.failed) == (600, 0), res2
     # at most one trial per cool-down may have gone unanswered (it was dead
     # until start_backend); then the first answered trial brought it back
     assert res2.waited <= 1
@@ -322,7 +322,7 @@ def test_drain_takes_no_new_calls_and_lets_calls_finish(lab_factory):
     lab.drain(0)                         # drain = true in the targets file
     lab.wait_state(0, "drained", 3)
     res = run.result()
-    assert (res.completed, res.failed) == (1000, 0)
+    assert (res.completed, res.failed) == (1000, 0), res
     final = lab.counts(0, res.end)
     # the timer sees the file within 250 ms, every worker at its next INVITE:
     # no INVITE reaches the drained target 1 s after the change
@@ -343,7 +343,7 @@ def test_call_rate_limit_holds_over_all_workers(lab_factory):
     window); the rest go to the next target of each call's order."""
     lab = lab_factory(cps=[20])
     res = lab.load(rate=RATE, calls=800)
-    assert (res.completed, res.failed) == (800, 0)
+    assert (res.completed, res.failed) == (800, 0), res
     rows = lab.count_lines(0)
     inv = [lab.invites(i, res.end) for i in range(3)]
     assert sum(inv) == 800
@@ -364,7 +364,7 @@ def test_fallback_when_every_target_fails(lab_factory):
     the fallback URI of the targets file takes it; no call is lost."""
     lab = lab_factory(backends=["503", "503", "503", "ok"], fallback=3)
     res = lab.load(rate=RATE, calls=300)
-    assert (res.completed, res.failed) == (300, 0)
+    assert (res.completed, res.failed) == (300, 0), res
     assert lab.invites(3, res.end) == 300
     assert lab.target_states() == ["out", "out", "out"]
     # each 503 target saw at most the calls in flight before its first 503
@@ -376,7 +376,7 @@ def test_dispatcher_baseline_runs(lab_factory):
     """The same cfg with -A WITH_DISPATCHER (the bench's baseline) routes 60/20/20."""
     lab = lab_factory(mode="dispatcher")
     res = lab.load(rate=RATE, calls=500)
-    assert (res.completed, res.failed) == (500, 0)
+    assert (res.completed, res.failed) == (500, 0), res
     inv = [lab.invites(i, res.end) for i in range(3)]
     assert sum(inv) == 500 and abs(inv[0] / 500 - 0.6) < 0.08, inv
 
