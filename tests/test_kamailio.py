@@ -7,7 +7,7 @@ Kamailio's Python is Debian's /usr/bin/python3; it loads the implementation
 this run selects (SIPEDGE_NO_EXTENSIONS is inherited), and each test checks
 which one it got.
 
-Runtime: about 2 minutes per implementation for the 10 Kamailio tests
+Runtime: about 2 minutes per implementation for the 9 Kamailio tests
 (marked netns and slow; measured on a loaded 2-core machine), the rest well
 under a second.
 """
