@@ -117,3 +117,22 @@ bench-locate: build
 bench-firewall: build
 	PYTHONPATH=src $(PYTEST) bench/bench_firewall.py --benchmark-only --benchmark-min-rounds 3 \
 		--benchmark-max-time 0.5 -p no:cacheprovider
+
+# ----------------------------------------------------------------- Kamailio (issue 12)
+.PHONY: bench-kamailio kamailio-env
+KAMAILIO_PYTHON ?= /usr/bin/python3
+KAMAILIO_VENV ?= build/kamailio-venv
+BENCH_KAMAILIO_ARGS ?=
+
+## bench-kamailio: Kamailio + sipedge (KEMI) beside Kamailio + dispatcher, same sipp load,
+## same run: scenario table, CPU per call, max rate with < 1% failed (root; about 8 min)
+bench-kamailio: build
+	$(PYTHON) bench/bench_kamailio.py $(BENCH_KAMAILIO_ARGS)
+
+## kamailio-env: a venv of Debian's /usr/bin/python3 (the one app_python3 embeds) with
+## sipedge installed; point SIPEDGE_PATH (kamailio -A) / SIPEDGE_KAMAILIO_PATH (tests) at
+## the site-packages it prints
+kamailio-env:
+	$(KAMAILIO_PYTHON) -m venv $(KAMAILIO_VENV)
+	$(KAMAILIO_VENV)/bin/python -m pip install -q --disable-pip-version-check .
+	@$(KAMAILIO_VENV)/bin/python -c "import sysconfig, sipedge; print(sysconfig.get_paths()['purelib'], sipedge.implementation()['select'])"
