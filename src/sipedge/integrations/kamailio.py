@@ -74,10 +74,10 @@ from ..select.health import table_path
 from ..select import (Target, TargetSet, counts_against_health, should_failover,
                       termination_order)
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib as _toml
-except ImportError:  # pragma: no cover - 3.10
-    import tomli as _toml  # type: ignore[no-redef]
+else:  # pragma: no cover - 3.10
+    import tomli as _toml
 
 #: the cool-down that means "until a probe or mark_ok brings it back" (10 years)
 UNTIL_PROBED = 10 * 365 * 86400.0
