@@ -13,7 +13,7 @@ pure-Python twin (``sipedge._py.classify``) gives identical results.
 from __future__ import annotations
 
 from . import _impl
-from ._py.classify import KINDS, FrameInfo, Report
+from ._py.classify import KINDS, FlowLimits, FrameInfo, Report
 
 _classify = _impl.load("classify")
 
@@ -23,5 +23,5 @@ Verdict = _classify.Verdict
 #: flag bits of Verdict.flags and of the per-frame codes (bits 4-7)
 FRAG_FIRST, FRAG_LATER, NOT_IP, BAD = 1, 2, 4, 8
 
-__all__ = ["Classifier", "Verdict", "Report", "FrameInfo", "KINDS",
+__all__ = ["Classifier", "Verdict", "Report", "FrameInfo", "FlowLimits", "KINDS",
            "FRAG_FIRST", "FRAG_LATER", "NOT_IP", "BAD"]

@@ -76,8 +76,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 from ..errors import AllowlistError, CaptureError, InputError
 
-KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
-OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
+KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls", "udptl")
+OTHER, SIP, RTP, RTCP, STUN, TLS, UDPTL = range(7)
 
 F_FRAG_FIRST = 1
 F_FRAG_LATER = 2
@@ -89,9 +89,9 @@ LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2 = \
 
 ROLE_KINDS = {
     "signaling": (1 << SIP) | (1 << TLS),
-    "media": (1 << RTP) | (1 << RTCP) | (1 << STUN),
+    "media": (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << UDPTL),
 }
-ANY_ROLE_KINDS = (1 << SIP) | (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << TLS)
+ANY_ROLE_KINDS = (1 << SIP) | (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << TLS) | (1 << UDPTL)
 ALL_EDGES = "*"
 
 MAX_VLAN_TAGS = 8
@@ -234,7 +234,7 @@ class _V:
     """The mutable verdict of one frame (mirror of C's sx_verdict)."""
 
     __slots__ = ("kind", "flags", "ipver", "trusted", "proto", "sport", "dport", "match",
-                 "src", "dst")
+                 "src", "dst", "l4off", "l4end")
 
     def __init__(self) -> None:
         self.kind = OTHER
@@ -247,6 +247,8 @@ class _V:
         self.match = -1
         self.src = bytes(16)
         self.dst = bytes(16)
+        self.l4off = 0
+        self.l4end = 0
 
 
 def _udp_payload(p: bytes, v: _V) -> None:
@@ -316,6 +318,7 @@ def _ports(f: bytes, off: int, n: int, need: int, v: _V) -> bool:
 def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
     n = end - off
     proto = v.proto
+    v.l4off, v.l4end = off, end
     if proto == 17:
         if not _ports(f, off, n, 8, v):
             return
@@ -362,6 +365,7 @@ def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
     v.kind = OTHER
     v.sport = v.dport = 0
     v.proto = -1
+    v.l4off = v.l4end = 0
     v.flags &= ~(F_NOT_IP | F_FRAG_FIRST | F_FRAG_LATER)
     v.src = v.dst = bytes(16)
     if et == 0x0800:
@@ -583,15 +587,22 @@ def _trust(cfg: Config, v: _V) -> None:
     if m < 0 or m >= len(cfg.values):
         return
     v.match = m
+    v.trusted = trusted_as(cfg, m, v.kind, v.proto, v.sport)
+
+
+def trusted_as(cfg: Config, m: int, kind: int, proto: int, sport: int) -> int:
+    """Whether a source of allowlist value index *m* may send *kind* from *sport*."""
+    if m < 0 or m >= len(cfg.values):
+        return 0
     r = cfg.val_role[m]
-    if not cfg.role_kinds[r] & (1 << v.kind):
-        return
-    if v.proto not in (17, 6):
-        return
-    for lo, hi, proto in cfg.role_ports[r]:
-        if proto == v.proto and lo <= v.sport <= hi:
-            v.trusted = 1
-            return
+    if not cfg.role_kinds[r] & (1 << kind):
+        return 0
+    if proto not in (17, 6):
+        return 0
+    for lo, hi, p in cfg.role_ports[r]:
+        if p == proto and lo <= sport <= hi:
+            return 1
+    return 0
 
 
 def code_of(kind: int, trusted: int, flags: int, match: int) -> int:
@@ -779,16 +790,65 @@ class _CapErr(Exception):
         self.msg, self.off, self.val = msg, off, val
 
 
+class _MemReader:
+    """read(n) over a buffer held in memory."""
+
+    def __init__(self, buf: Any) -> None:
+        self.mv = byte_view(buf)
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        b = bytes(self.mv[self.pos:self.pos + n])
+        self.pos += len(b)
+        return b
+
+
+class _FileReader:
+    """read(n) over a file descriptor: reads, never maps, so a file that
+    shrinks under the reader ends early (an error naming the offset), never SIGBUS."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        parts = []
+        got = 0
+        while got < n:
+            try:
+                b = os.read(self.fd, min(n - got, 1 << 20))
+            except InterruptedError:  # pragma: no cover - retried by Python itself
+                continue
+            except OSError as e:
+                raise _CapErr("read error on the capture file", self.pos + got, e.errno or 0)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+        out = b"".join(parts)
+        self.pos += len(out)
+        return out
+
+
+MAX_BLOCK = MAX_FRAME + 65536
+
+
 def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
     """(linktype, frame bytes, offset after the record) of each frame of a
     pcap/pcapng image; _CapErr on errors."""
-    mv = byte_view(buf)
-    n = len(mv)
+    return iter_reader(_MemReader(buf))
+
+
+def iter_reader(rd: Any) -> Iterator[tuple[int, bytes, int]]:
+    """As iter_capture, over anything with read(n) (fewer bytes only at the end)."""
+    head = rd.read(28)
+    n = len(head)
     if n < 4:
         raise _CapErr("file too short for a pcap or pcapng header", 0, n)
-    magic = int.from_bytes(mv[:4], "little")
+    magic = int.from_bytes(head[:4], "little")
     if magic == 0x0A0D0D0A:
-        yield from _iter_pcapng(mv)
+        _pcapng_shb(head, 0)
+        yield from _iter_pcapng(rd, head)
         return
     if magic in (0xA1B2C3D4, 0xA1B23C4D):
         e = "<"
@@ -798,23 +858,33 @@ def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
         raise _CapErr("not a pcap or pcapng file (unknown magic number)", 0, magic)
     if n < 24:
         raise _CapErr("truncated pcap file header (24 bytes needed)", 0, n)
-    major = struct.unpack_from(e + "H", mv, 4)[0]
+    major = struct.unpack_from(e + "H", head, 4)[0]
     if major != 2:
         raise _CapErr("unsupported pcap major version", 4, major)
-    linktype = struct.unpack_from(e + "I", mv, 20)[0] & 0xFFFF
+    linktype = struct.unpack_from(e + "I", head, 20)[0] & 0xFFFF
     off = 24
+    pending = head[24:]
     hdr = struct.Struct(e + "II")
-    while off != n:
-        if n - off < 16:
-            raise _CapErr("truncated pcap record header", off, n - off)
-        incl, _orig = hdr.unpack_from(mv, off + 8)
+    while True:
+        rec = pending + rd.read(16 - len(pending)) if len(pending) < 16 else pending[:16]
+        rest = pending[16:] if len(pending) > 16 else b""
+        pending = b""
+        if not rec:
+            return
+        if len(rec) < 16:
+            raise _CapErr("truncated pcap record header", off, len(rec))
+        incl, _orig = hdr.unpack_from(rec, 8)
         if incl > MAX_FRAME:
             raise _CapErr("pcap record length over the limit of 16 MiB", off + 8, incl)
-        if incl > n - off - 16:
+        data = rest[:incl]
+        pending = rest[incl:]
+        if len(data) < incl:
+            data += rd.read(incl - len(data))
+        if len(data) < incl:
             raise _CapErr("truncated pcap record (captured length past the end of the file)",
                           off + 8, incl)
         off += 16 + incl
-        yield linktype, bytes(mv[off - incl:off]), off
+        yield linktype, data, off
 
 
 def _pcapng_shb(mv: Any, off: int) -> str:
@@ -834,36 +904,55 @@ def _pcapng_shb(mv: Any, off: int) -> str:
     return e
 
 
-def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
-    _pcapng_shb(mv, 0)
-    n = len(mv)
+def _iter_pcapng(rd: Any, pending: bytes) -> Iterator[tuple[int, bytes, int]]:
     off = 0
     e = "<"
     ifs: list[int] = []
-    while off != n:
-        if n - off < 12:
-            raise _CapErr("truncated pcapng block header", off, n - off)
-        btype = int.from_bytes(mv[off:off + 4], "little")
+
+    def take(have: bytes, k: int) -> bytes:
+        """*have* topped up from pending bytes, then the reader, to k bytes."""
+        nonlocal pending
+        if len(have) < k and pending:
+            t = k - len(have)
+            have, pending = have + pending[:t], pending[t:]
+        if len(have) < k:
+            have += rd.read(k - len(have))
+        return have
+
+    while True:
+        blk = take(b"", 12)
+        if not blk:
+            return
+        if len(blk) < 12:
+            raise _CapErr("truncated pcapng block header", off, len(blk))
+        btype = int.from_bytes(blk[:4], "little")
         if btype == 0x0A0D0D0A:
-            e = _pcapng_shb(mv, off)
+            blk = take(blk, 28)
+            e = _pcapng_shb(blk, 0)
             ifs = []
-        blen = struct.unpack_from(e + "I", mv, off + 4)[0]
+        blen = struct.unpack_from(e + "I", blk, 4)[0]
         if blen < 12 or blen & 3:
             raise _CapErr("bad pcapng block length (under 12 or not a multiple of 4)",
                           off + 4, blen)
-        if blen > n - off:
+        if blen > MAX_BLOCK:
+            raise _CapErr("pcapng block length over the limit of 16 MiB + 64 KiB", off + 4, blen)
+        if len(blk) > blen:  # an SHB shorter than the 28 bytes read: give them back
+            pending = blk[blen:] + pending
+            blk = blk[:blen]
+        blk = take(blk, blen)
+        if len(blk) < blen:
             raise _CapErr("truncated pcapng block (length past the end of the file)", off + 4, blen)
         if btype == 0x0A0D0D0A and blen < 28:
             raise _CapErr("pcapng section header block too short (28 bytes at least)", off + 4,
                           blen)
-        tail = struct.unpack_from(e + "I", mv, off + blen - 4)[0]
+        tail = struct.unpack_from(e + "I", blk, blen - 4)[0]
         if tail != blen:
             raise _CapErr("pcapng block length at the end of the block differs from the start",
                           off + blen - 4, tail)
         start = off
         off += blen
         if btype != 0x0A0D0D0A:
-            btype = struct.unpack_from(e + "I", mv, start)[0]
+            btype = struct.unpack_from(e + "I", blk, 0)[0]
         body = blen - 12
         if btype == 1:
             if blen < 20:
@@ -871,28 +960,28 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
             if len(ifs) >= MAX_IF:
                 raise _CapErr("too many pcapng interfaces in one section (limit 1024)", start,
                               len(ifs))
-            ifs.append(struct.unpack_from(e + "H", mv, start + 8)[0])
+            ifs.append(struct.unpack_from(e + "H", blk, 8)[0])
         elif btype in (6, 2):
             if body < 20:
                 raise _CapErr("pcapng packet block too short", start + 4, blen)
             if btype == 6:
-                ifc = struct.unpack_from(e + "I", mv, start + 8)[0]
+                ifc = struct.unpack_from(e + "I", blk, 8)[0]
             else:
-                ifc = struct.unpack_from(e + "H", mv, start + 8)[0]
-            incl = struct.unpack_from(e + "I", mv, start + 20)[0]
+                ifc = struct.unpack_from(e + "H", blk, 8)[0]
+            incl = struct.unpack_from(e + "I", blk, 20)[0]
             if ifc >= len(ifs):
                 raise _CapErr("pcapng packet block names an undeclared interface", start + 8, ifc)
             if incl > body - 20:
                 raise _CapErr("pcapng captured length past the end of its block", start + 20, incl)
-            yield ifs[ifc], bytes(mv[start + 28:start + 28 + incl]), off
+            yield ifs[ifc], blk[28:28 + incl], off
         elif btype == 3:
             if body < 4:
                 raise _CapErr("pcapng simple packet block too short", start + 4, blen)
             if not ifs:
                 raise _CapErr("pcapng simple packet block before any interface", start, 0)
-            orig = struct.unpack_from(e + "I", mv, start + 8)[0]
+            orig = struct.unpack_from(e + "I", blk, 8)[0]
             incl = min(body - 4, orig)
-            yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
+            yield ifs[0], blk[12:12 + incl], off
 
 
 NOT_REGULAR = "not a regular file (a pipe, socket or device); save the capture to a file first"
@@ -904,8 +993,9 @@ def check_path(path: Any) -> None:
         raise CaptureError(f"{path!r}: cannot open capture: the path contains a NUL byte")
 
 
-def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
-    """Map *path* read-only: (buffer, close). CaptureError when it cannot be read."""
+def open_capture_fd(path: Any) -> int:
+    """Open *path* for reading: its descriptor. CaptureError when it cannot be
+    read or is not a regular file (both implementations open captures this way)."""
     path = os.fspath(path)
     check_path(path)
     try:
@@ -918,17 +1008,25 @@ def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
         if not stat.S_ISREG(st.st_mode):
             why = os.strerror(errno.EISDIR) if stat.S_ISDIR(st.st_mode) else NOT_REGULAR
             raise CaptureError(f"{path}: cannot open capture: {why}")
-        size = st.st_size
-        if size == 0:
-            return b"", lambda: None
-        m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-    except OSError as e:
-        raise CaptureError(f"{path}: cannot map capture: {e.strerror}") from None
-    except ValueError as e:
-        raise CaptureError(f"{path}: cannot map capture: {e}") from None
-    finally:
+    except BaseException:
         os.close(fd)
-    return m, m.close
+        raise
+    return fd
+
+
+def frame_info(cfg: Config, number: int, c: int) -> FrameInfo:
+    """FrameInfo of frame *number* (1-based) from its code."""
+    m = (c >> 8) - 1
+    return FrameInfo(number, KINDS[c & 7], bool(c & 8), cfg.role_of(m), cfg.edge_of(m),
+                     fragment_name((c >> 4) & 15), (c >> 4) & 15)
+
+
+class FlowLimits(NamedTuple):
+    """Bounds of the flow mode: flow entries, SDP announcements, and how many
+    frames later a first RTP packet can still be re-labelled."""
+    max_flows: int = 65536
+    max_anns: int = 16384
+    window: int = 65536
 
 
 # ---------------------------------------------------------------- the classifier
@@ -961,44 +1059,167 @@ class Classifier:
         v = self._verdict(frame_bytes(frame), check_linktype(linktype))
         return code_of(v.kind, v.trusted, v.flags, v.match)
 
-    def _run(self, buf: Any, source: str, frames: bool,
-             progress: Optional[Callable[[int, int], None]]) -> Report:
+    def frame_info(self, number: int, code: int) -> FrameInfo:
+        """FrameInfo of frame *number* (1-based) from its code."""
+        return frame_info(self._cfg, number, code)
+
+    def _codes(self, rd: Any, source: str, flows: bool, limits: FlowLimits,
+               progress: Optional[Callable[[int, int], None]], total: int,
+               counts: list) -> Iterator[int]:
+        """Final codes in capture order; counts filled as they come out."""
         cfg = self._cfg
         width = len(cfg.edges) + 1
-        counts = [0] * (len(KINDS) * 2 * width)
-        codes = [] if frames else None
-        buf = byte_view(buf)
-        total = len(buf)
         k = 0
         try:
-            for linktype, f, pos in iter_capture(buf):
-                v = self._verdict(f, linktype)
-                slot = cfg.val_edge[v.match] + 1 if v.match >= 0 else 0
-                counts[(v.kind * 2 + v.trusted) * width + slot] += 1
-                if codes is not None:
-                    codes.append(code_of(v.kind, v.trusted, v.flags, v.match))
+            if not flows:
+                for linktype, f, pos in iter_reader(rd):
+                    v = self._verdict(f, linktype)
+                    slot = cfg.val_edge[v.match] + 1 if v.match >= 0 else 0
+                    counts[(v.kind * 2 + v.trusted) * width + slot] += 1
+                    k += 1
+                    if progress is not None and k % PROGRESS_FRAMES == 0:
+                        progress(pos, total)
+                    yield code_of(v.kind, v.trusted, v.flags, v.match)
+                return
+            from .flow import Flows, flow_classify, relabel_code
+
+            t = Flows(*limits)
+            w = t.window
+            ring: dict = {}
+            emitted = 0
+
+            def emit(i: int) -> int:
+                c = ring.pop(i % w)
+                slot = cfg.val_edge[(c >> 8) - 1] + 1 if (c >> 8) else 0
+                counts[((c & 7) * 2 + ((c >> 3) & 1)) * width + slot] += 1
+                return c
+
+            for linktype, f, pos in iter_reader(rd):
+                if k - emitted >= w:
+                    yield emit(emitted)
+                    emitted += 1
+                v, rl = flow_classify(cfg, t, f, linktype)
+                ring[k % w] = code_of(v.kind, v.trusted, v.flags, v.match)
+                for i in rl:
+                    ring[i % w] = relabel_code(cfg, ring[i % w], v.sport)
                 k += 1
                 if progress is not None and k % PROGRESS_FRAMES == 0:
                     progress(pos, total)
+            while emitted < k:
+                yield emit(emitted)
+                emitted += 1
         except _CapErr as e:
             raise capture_error(source, e.msg, e.off, e.val) from None
-        if codes is not None:
-            import array
 
-            codes = array.array("I", codes)
-        return Report(source, k, counts, cfg, codes)
+    def _run(self, rd: Any, source: str, frames: bool,
+             progress: Optional[Callable[[int, int], None]], total: int, flows: bool,
+             limits: FlowLimits) -> Report:
+        import array
+
+        cfg = self._cfg
+        counts = [0] * (len(KINDS) * 2 * (len(cfg.edges) + 1))
+        gen = self._codes(rd, source, flows, limits, progress, total, counts)
+        if frames:
+            codes: Any = array.array("I", gen)
+            n = len(codes)
+        else:
+            codes = None
+            n = 0
+            for _ in gen:
+                n += 1
+        return Report(source, n, counts, cfg, codes)
 
     def classify_buffer(self, buf: Any, frames: bool = False,
                         progress: Optional[Callable[[int, int], None]] = None,
-                        source: str = "<buffer>") -> Report:
-        """Classify every frame of a pcap/pcapng image held in memory."""
-        return self._run(buf, source, frames, progress)
+                        source: str = "<buffer>", flows: bool = False,
+                        limits: FlowLimits = FlowLimits()) -> Report:
+        """Classify every frame of a pcap/pcapng image held in memory
+        (``flows=True``: the flow mode, see sipedge._py.flow)."""
+        rd = _MemReader(buf)
+        return self._run(rd, source, frames, progress, len(rd.mv), flows, FlowLimits(*limits))
 
-    def classify_pcap(self, path: str, frames: bool = False,
-                      progress: Optional[Callable[[int, int], None]] = None) -> Report:
-        """Classify every frame of a pcap or pcapng file (memory-mapped)."""
-        buf, close = open_capture(path)
+    def classify_pcap(self, path: Any, frames: bool = False,
+                      progress: Optional[Callable[[int, int], None]] = None,
+                      flows: bool = False, limits: FlowLimits = FlowLimits()) -> Report:
+        """Classify every frame of a pcap or pcapng file, read in chunks
+        (``flows=True``: the flow mode, see sipedge._py.flow)."""
+        fd = open_capture_fd(path)
         try:
-            return self._run(buf, os.fspath(path), frames, progress)
+            total = os.fstat(fd).st_size
+            return self._run(_FileReader(fd), os.fspath(path), frames, progress, total, flows,
+                             FlowLimits(*limits))
         finally:
-            close()
+            os.close(fd)
+
+    def iter_pcap(self, path: Any, flows: bool = True, limits: FlowLimits = FlowLimits(),
+                  chunk: int = 65536) -> "FrameStream":
+        """The frame codes of a capture as they come, in arrays of up to
+        *chunk* codes, with constant memory; ``.report`` once exhausted."""
+        return FrameStream(self, path, flows, FlowLimits(*limits), chunk)
+
+    def flow_session(self, limits: FlowLimits = FlowLimits()) -> "FlowSession":
+        """Flow mode over frames fed one by one (a live tap)."""
+        return FlowSession(self._cfg, FlowLimits(*limits))
+
+
+class FrameStream:
+    """Iterator of code arrays (see Classifier.iter_pcap); ``report`` at the end."""
+
+    def __init__(self, clf: Classifier, path: Any, flows: bool, limits: FlowLimits,
+                 chunk: int) -> None:
+        import array
+
+        self.report: Optional[Report] = None
+        fd = open_capture_fd(path)
+        cfg = clf._cfg
+        counts = [0] * (len(KINDS) * 2 * (len(cfg.edges) + 1))
+
+        def gen() -> Iterator[Any]:
+            n = 0
+            try:
+                buf = array.array("I")
+                for c in clf._codes(_FileReader(fd), os.fspath(path), flows, limits, None, 0,
+                                    counts):
+                    buf.append(c)
+                    if len(buf) >= chunk:
+                        n += len(buf)
+                        yield buf
+                        buf = array.array("I")
+                if buf:
+                    n += len(buf)
+                    yield buf
+                self.report = Report(os.fspath(path), n, counts, cfg, None)
+            finally:
+                os.close(fd)
+
+        self._gen = gen()
+
+    def __iter__(self) -> "FrameStream":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._gen)
+
+
+class FlowSession:
+    """Flow mode over frames fed one by one: ``classify(frame)`` gives the
+    verdict now; ``relabelled`` lists the earlier frames (1-based numbers)
+    that this frame confirmed as RTP."""
+
+    def __init__(self, cfg: Config, limits: FlowLimits) -> None:
+        from .flow import Flows
+
+        self._cfg = cfg
+        self._t = Flows(*limits)
+        self.relabelled: tuple = ()
+
+    @property
+    def frames(self) -> int:
+        return self._t.frame
+
+    def classify(self, frame: Any, linktype: int = 1) -> Verdict:
+        from .flow import flow_classify
+
+        v, rl = flow_classify(self._cfg, self._t, frame_bytes(frame), check_linktype(linktype))
+        self.relabelled = tuple(i + 1 for i in rl)
+        return Verdict(v, self._cfg)
