@@ -35,7 +35,7 @@ def run(*args):
 
 def test_frames_lines(tmp_path):
     cap, al = _capture(tmp_path)
-    r = run(cap, "--allowlist", al, "--frames")
+    r = run(cap, "--allowlist", al, "--frames", "--stateless")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["1\tsip\ttrusted\ttest-east", "2\trtp\ttrusted\t*",
                                      "3\tother\tuntrusted\t-"]
@@ -43,7 +43,7 @@ def test_frames_lines(tmp_path):
 
 def test_summary_table(tmp_path):
     cap, al = _capture(tmp_path)
-    r = run(cap, "--allowlist", al)
+    r = run(cap, "--allowlist", al, "--stateless")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].endswith("3 frames, 2 trusted")
@@ -54,7 +54,7 @@ def test_summary_table(tmp_path):
 
 def test_json(tmp_path):
     cap, al = _capture(tmp_path)
-    r = run(cap, "--allowlist", al, "--json", "--frames")
+    r = run(cap, "--allowlist", al, "--json", "--frames", "--stateless")
     doc = json.loads(r.stdout)
     assert doc["frames"] == 3 and doc["trusted"] == 2
     assert doc["by_kind"]["rtp"] == 1

@@ -23,7 +23,7 @@ from sipedge._prefix cimport PrefixTable, sx_ptable
 from sipedge._py.classify import (KINDS, Config, Report, capture_error, verdict_repr,
                                   fragment_name, proto_name, _addr, code_of,
                                   PROGRESS_FRAMES, byte_view, linktype_error,
-                                  check_path, NOT_REGULAR, open_capture_fd, FlowLimits,
+                                  check_path, NOT_REGULAR, open_capture_fd, FlowLimits, flow_limits,
                                   frame_info)
 from sipedge.errors import CaptureError
 
@@ -339,7 +339,7 @@ cdef class Classifier:
                         memcpy(out.data.as_voidptr, codes, <size_t>cap.frames * sizeof(uint32_t))
                     codes_out = out
             else:
-                lim = FlowLimits(*limits)
+                lim = flow_limits(limits)
                 if sx_flowrun_init(&fr, lim.max_flows, lim.max_anns, lim.window) < 0:
                     raise MemoryError()
                 fr_ok = True
@@ -448,7 +448,7 @@ cdef class FrameStream:
         self.obuf = <uint32_t *>malloc(self.chunk * sizeof(uint32_t))
         if self.counts == NULL or self.obuf == NULL:
             raise MemoryError()
-        lim = FlowLimits(*limits)
+        lim = flow_limits(limits)
         if sx_flowrun_init(&self.fr, lim.max_flows, lim.max_anns,
                            lim.window if flows else 1) < 0:
             raise MemoryError()
@@ -516,7 +516,7 @@ cdef class FlowSession:
 
     def __cinit__(self, Classifier clf, limits):
         self.clf = clf
-        lim = FlowLimits(*limits)
+        lim = flow_limits(limits)
         if sx_flows_init(&self.t, lim.max_flows, lim.max_anns, lim.window) < 0:
             raise MemoryError()
         self.ok = True

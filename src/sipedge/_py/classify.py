@@ -1029,6 +1029,16 @@ class FlowLimits(NamedTuple):
     window: int = 65536
 
 
+def flow_limits(x: Any) -> FlowLimits:
+    """FlowLimits from a FlowLimits, a tuple or a mapping; InputError for
+    anything but positive integers (up to 2**32 flows or announcements)."""
+    lim = FlowLimits(**x) if isinstance(x, dict) else FlowLimits(*x)
+    for name, val in zip(lim._fields, lim):
+        if type(val) is not int or not 1 <= val <= (1 << 32):
+            raise InputError(f"flow limit {name}={val!r}: a whole number from 1 to 4294967296")
+    return lim
+
+
 # ---------------------------------------------------------------- the classifier
 class Classifier:
     """Classify frames against an allowlist (the pure-Python twin)."""
@@ -1136,7 +1146,7 @@ class Classifier:
         """Classify every frame of a pcap/pcapng image held in memory
         (``flows=True``: the flow mode, see sipedge._py.flow)."""
         rd = _MemReader(buf)
-        return self._run(rd, source, frames, progress, len(rd.mv), flows, FlowLimits(*limits))
+        return self._run(rd, source, frames, progress, len(rd.mv), flows, flow_limits(limits))
 
     def classify_pcap(self, path: Any, frames: bool = False,
                       progress: Optional[Callable[[int, int], None]] = None,
@@ -1147,7 +1157,7 @@ class Classifier:
         try:
             total = os.fstat(fd).st_size
             return self._run(_FileReader(fd), os.fspath(path), frames, progress, total, flows,
-                             FlowLimits(*limits))
+                             flow_limits(limits))
         finally:
             os.close(fd)
 
@@ -1155,11 +1165,11 @@ class Classifier:
                   chunk: int = 65536) -> "FrameStream":
         """The frame codes of a capture as they come, in arrays of up to
         *chunk* codes, with constant memory; ``.report`` once exhausted."""
-        return FrameStream(self, path, flows, FlowLimits(*limits), chunk)
+        return FrameStream(self, path, flows, flow_limits(limits), chunk)
 
     def flow_session(self, limits: FlowLimits = FlowLimits()) -> "FlowSession":
         """Flow mode over frames fed one by one (a live tap)."""
-        return FlowSession(self._cfg, FlowLimits(*limits))
+        return FlowSession(self._cfg, flow_limits(limits))
 
 
 class FrameStream:
