@@ -74,7 +74,11 @@ static int ensure(sx_capture *c, size_t need)
             return fail(c, "read error on the capture file", c->len, (uint64_t)errno);
         }
         if (r == 0) {
+            struct stat st;
             c->eof = 1;
+            if (fstat(c->fd, &st) == 0 && (uint64_t)st.st_size < c->base_off + c->len)
+                return fail(c, "the capture file shrank while it was read (value: its size now)",
+                            c->len, (uint64_t)st.st_size);
             break;
         }
         c->len += (size_t)r;

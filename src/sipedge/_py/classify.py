@@ -822,6 +822,10 @@ class _FileReader:
             except OSError as e:
                 raise _CapErr("read error on the capture file", self.pos + got, e.errno or 0)
             if not b:
+                size = os.fstat(self.fd).st_size
+                if size < self.pos + got:
+                    raise _CapErr("the capture file shrank while it was read (value: its size now)",
+                                  self.pos + got, size)
                 break
             parts.append(b)
             got += len(b)
