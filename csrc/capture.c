@@ -362,7 +362,11 @@ int sx_flowrun_init(sx_flowrun *fr, uint64_t max_flows, uint64_t max_anns, uint6
         window = 1;
     if (sx_flows_init(&fr->flows, max_flows, max_anns, window) < 0)
         return -1;
-    fr->ring = malloc((size_t)window * sizeof *fr->ring);
+    uint64_t ring = 1;
+    while (ring < window)
+        ring <<= 1;
+    fr->ring_mask = ring - 1;
+    fr->ring = malloc((size_t)ring * sizeof *fr->ring);
     if (!fr->ring) {
         sx_flows_free(&fr->flows);
         return -1;
@@ -394,26 +398,37 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
     sx_verdict v;
     sx_relabel rl;
     uint64_t done = 0;
-    uint64_t w = fr->flows.window;
+    uint64_t w = fr->flows.window, m = fr->ring_mask;
     size_t no = 0;
     *nout = 0;
     for (;;) {
-        /* emit what is final: the oldest code once the window is full, all at the end */
-        if (fr->emitted < fr->fed && (fr->at_end || fr->fed - fr->emitted >= w)) {
+        /* at the end: emit everything left */
+        if (fr->at_end) {
+            while (fr->emitted < fr->fed) {
+                if (out && no == out_cap) {
+                    *nout = no;
+                    return 1;
+                }
+                uint32_t code = fr->ring[fr->emitted & m];
+                counts[count_index_code(cfg, code)]++;
+                if (out)
+                    out[no++] = code;
+                fr->emitted++;
+            }
+            *nout = no;
+            return 0;
+        }
+        /* the oldest code is final once the window is full */
+        if (fr->fed - fr->emitted >= w) {
             if (out && no == out_cap) {
                 *nout = no;
                 return 1;
             }
-            uint32_t code = fr->ring[fr->emitted % w];
+            uint32_t code = fr->ring[fr->emitted & m];
             counts[count_index_code(cfg, code)]++;
             if (out)
                 out[no++] = code;
             fr->emitted++;
-            continue;
-        }
-        if (fr->at_end) {
-            *nout = no;
-            return 0;
         }
         if (max_frames && done == max_frames) {
             *nout = no;
@@ -429,9 +444,9 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
             continue;
         }
         sx_flow_classify(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v, &rl);
-        fr->ring[fr->fed % w] = sx_code(&v);
+        fr->ring[fr->fed & m] = sx_code(&v);
         for (uint32_t i = 0; i < rl.n; i++) {
-            uint32_t *slot = &fr->ring[rl.frame[i] % w];
+            uint32_t *slot = &fr->ring[rl.frame[i] & m];
             *slot = sx_relabel_code(cfg, *slot, v.sport);
         }
         fr->fed++;

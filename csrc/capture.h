@@ -94,7 +94,8 @@ int sx_cap_classify_into(const sx_cfg *cfg, sx_capture *c, uint64_t *counts, uin
 typedef struct {
     sx_flows flows;
     sx_cache4 cache;
-    uint32_t *ring;  /* window entries */
+    uint32_t *ring;  /* a power of two >= window entries */
+    uint64_t ring_mask;
     uint64_t fed;     /* frames classified */
     uint64_t emitted; /* frames whose code is final */
     int at_end;

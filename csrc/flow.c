@@ -62,7 +62,7 @@ static inline uint32_t hfin(uint32_t h)
     return h;
 }
 
-static uint32_t haddr(uint32_t h, uint8_t ipver, const uint8_t *a)
+static inline uint32_t haddr(uint32_t h, uint8_t ipver, const uint8_t *a)
 {
     h = hmix(h, be32(a));
     if (ipver == 6) {
@@ -76,6 +76,21 @@ static uint32_t haddr(uint32_t h, uint8_t ipver, const uint8_t *a)
 static inline size_t alen(uint8_t ipver)
 {
     return ipver == 6 ? 16 : 4;
+}
+
+static inline uint32_t ld32(const uint8_t *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
+
+static inline int addr_eq(uint8_t ipver, const uint8_t *a, const uint8_t *b)
+{
+    if (ipver != 6)
+        return ld32(a) == ld32(b);
+    return ld32(a) == ld32(b) && ld32(a + 4) == ld32(b + 4) && ld32(a + 8) == ld32(b + 8)
+           && ld32(a + 12) == ld32(b + 12);
 }
 
 static sx_flow *flow_get(sx_flows *t, const sx_verdict *v)
@@ -96,9 +111,9 @@ static sx_flow *flow_get(sx_flows *t, const sx_verdict *v)
                 victim = e;
             continue;
         }
-        if (e->ipver == v->ipver && e->proto == (uint8_t)v->proto && e->sport == v->sport
-            && e->dport == v->dport && memcmp(e->src, v->src, al) == 0
-            && memcmp(e->dst, v->dst, al) == 0) {
+        if (e->sport == v->sport && e->dport == v->dport && e->ipver == v->ipver
+            && e->proto == (uint8_t)v->proto && addr_eq(v->ipver, e->src, v->src)
+            && addr_eq(v->ipver, e->dst, v->dst)) {
             e->last = t->frame;
             return e;
         }
@@ -131,10 +146,9 @@ static sx_ann *ann_set(const sx_flows *t, uint8_t ipver, const uint8_t *addr, ui
 static int ann_find(const sx_flows *t, uint8_t ipver, const uint8_t *addr, uint16_t port)
 {
     sx_ann *set = ann_set(t, ipver, addr, port);
-    size_t al = alen(ipver);
     for (unsigned i = 0; i < SX_FLOW_WAYS; i++) {
         sx_ann *e = &set[i];
-        if (e->used && e->ipver == ipver && e->port == port && memcmp(e->addr, addr, al) == 0)
+        if (e->used && e->port == port && e->ipver == ipver && addr_eq(ipver, e->addr, addr))
             return e->kind;
     }
     return SX_A_NONE;
@@ -476,9 +490,9 @@ static int hname(const uint8_t *p, size_t n, const char *lit)
 size_t sx_sip_msg_len(const uint8_t *p, size_t n, size_t *hl)
 {
     size_t h = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != '\n')
-            continue;
+    const uint8_t *q = p, *end = p + n;
+    while ((q = memchr(q, '\n', (size_t)(end - q))) != NULL) {
+        size_t i = (size_t)(q - p);
         if (i + 1 < n && p[i + 1] == '\n') {
             h = i + 2;
             break;
@@ -487,6 +501,7 @@ size_t sx_sip_msg_len(const uint8_t *p, size_t n, size_t *hl)
             h = i + 3;
             break;
         }
+        q++;
     }
     *hl = h;
     if (!h)
@@ -495,19 +510,20 @@ size_t sx_sip_msg_len(const uint8_t *p, size_t n, size_t *hl)
     size_t clen = 0;
     size_t i = 0;
     while (i < h) {
-        size_t e = i;
-        while (e < h && p[e] != '\n')
-            e++;
-        int c = hname(p + i, e - i, "content-length");
-        if (!c)
+        const uint8_t *nl = memchr(p + i, '\n', h - i);
+        size_t e = nl ? (size_t)(nl - p) : h;
+        int c = 0;
+        if (p[i] == 'c' || p[i] == 'C')
+            c = hname(p + i, e - i, "content-length");
+        else if (p[i] == 'l' || p[i] == 'L')
             c = hname(p + i, e - i, "l");
         if (c) {
-            size_t q = i + (size_t)c;
-            while (q < e && (p[q] == ' ' || p[q] == '\t'))
-                q++;
+            size_t q2 = i + (size_t)c;
+            while (q2 < e && (p[q2] == ' ' || p[q2] == '\t'))
+                q2++;
             size_t x = 0;
-            while (q < e && p[q] >= '0' && p[q] <= '9' && x < 0x1000000)
-                x = x * 10 + (size_t)(p[q++] - '0');
+            while (q2 < e && p[q2] >= '0' && p[q2] <= '9' && x < 0x1000000)
+                x = x * 10 + (size_t)(p[q2++] - '0');
             clen = x;
             break;
         }
@@ -534,8 +550,10 @@ int sx_is_rtcp_strict(const uint8_t *p, size_t len)
     return 1;
 }
 
-static void set_kind(const sx_cfg *cfg, sx_verdict *v, uint8_t kind)
+static inline void set_kind(const sx_cfg *cfg, sx_verdict *v, uint8_t kind)
 {
+    if (v->kind == kind)
+        return; /* trust depends on the kind only */
     v->kind = kind;
     v->trusted = (uint8_t)sx_trusted_as(cfg, v->match, kind, v->proto, v->sport);
 }
@@ -630,7 +648,10 @@ static void udp_flow(const sx_cfg *cfg, sx_flows *t, const uint8_t *f, sx_verdic
         set_kind(cfg, v, plen ? SX_K_UDPTL : SX_K_OTHER);
         return;
     case SX_A_RTP:
-        if (sx_is_rtcp(p, plen))
+        /* the per-frame rules tried RTCP before RTP: an rtp verdict means no RTCP */
+        if (k == SX_K_RTP)
+            set_kind(cfg, v, SX_K_RTP);
+        else if (k == SX_K_RTCP || sx_is_rtcp(p, plen))
             set_kind(cfg, v, SX_K_RTCP);
         else if (plen >= 12 && (p[0] >> 6) == 2)
             set_kind(cfg, v, SX_K_RTP);
