@@ -47,7 +47,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..classify._common import OTHER, RTCP, RTP, SIP, STUN, UDPTL, Config
-from .classify import _be16, _parse, _trust, _V, is_rtcp, is_sip, trusted_as
+from .frame import _be16, _parse, _trust, _V, is_rtcp, is_sip, trusted_as
 
 WAYS = 4
 RTP_CONFIRM = 3
