@@ -57,7 +57,7 @@ ACKs) are ``other``.
 Trust: the source address is looked up in the allowlist's prefix table. On a
 match the verdict carries that entry's role and edge ("*" for an entry valid
 at every edge). It is trusted when the role may send this kind (``signaling``:
-sip, tls; ``media``: rtp, rtcp, stun; any other role: every kind but
+sip, tls; ``media``: rtp, rtcp, stun, udptl; any other role: every kind but
 ``other``) and the source port lies in one of the role's port ranges for the
 transport (udp or tcp).
 """
