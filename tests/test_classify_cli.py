@@ -90,3 +90,16 @@ def test_progress_bar_draws_and_clears(capsys):
     err = capsys.readouterr().err
     assert "big.pcap: [###############" in err and " 50.0%" in err and "100.0%" in err
     assert err.endswith("\r")
+
+
+def test_flow_mode_is_the_default(tmp_path):
+    from test_classify_flow import t38_call
+
+    p = tmp_path / "fax.pcap"
+    p.write_bytes(pcap_bytes(t38_call()))
+    flow = json.loads(run(str(p), "--json").stdout)["by_kind"]
+    per_frame = json.loads(run(str(p), "--json", "--stateless").stdout)["by_kind"]
+    assert flow["udptl"] == 6 and flow["rtp"] == 10
+    assert per_frame["udptl"] == 0 and per_frame["rtp"] == 16
+    lines = run(str(p), "--frames").stdout.splitlines()
+    assert [ln.split("\t")[1] for ln in lines[-6:]] == ["udptl"] * 6

@@ -493,24 +493,23 @@ def _stream_frames(clf, path: str, flows: bool, as_json: bool):
         out.write('{"frame_list": [')
     first = True
     for chunk in stream:
-        parts = []
-        for c in chunk:
-            n += 1
-            s = text.get(c)
-            if s is None:
-                f = clf.frame_info(n, c)
-                if as_json:
-                    s = json.dumps({"kind": f.kind, "trusted": f.trusted, "role": f.role,
-                                    "edge": f.edge, "fragment": f.fragment})[1:]
-                else:
-                    s = f"\t{f.kind}\t{'trusted' if f.trusted else 'untrusted'}\t{f.edge or '-'}\n"
-                text[c] = s
+        for c in set(chunk).difference(text):
+            f = clf.frame_info(1, c)
             if as_json:
-                parts.append(f'{"" if first else ", "}{{"frame": {n}, {s}')
-                first = False
+                text[c] = json.dumps({"kind": f.kind, "trusted": f.trusted, "role": f.role,
+                                      "edge": f.edge, "fragment": f.fragment})[1:]
             else:
-                parts.append(f"{n}{s}")
-        out.write("".join(parts))
+                text[c] = (f"\t{f.kind}\t{'trusted' if f.trusted else 'untrusted'}"
+                           f"\t{f.edge or '-'}\n")
+        get = text.__getitem__
+        nums = range(n + 1, n + 1 + len(chunk))
+        n += len(chunk)
+        if as_json:
+            out.write(("" if first else ", ")
+                      + ", ".join([f'{{"frame": {i}, {get(c)}' for i, c in zip(nums, chunk)]))
+            first = False
+        else:
+            out.write("".join([f"{i}{get(c)}" for i, c in zip(nums, chunk)]))
     rep = stream.report
     if as_json:
         doc = json.dumps(rep.to_dict())
