@@ -42,10 +42,8 @@ static uint32_t le32(const uint8_t *p)
 /* Make base[off .. off + need) available: 1 yes, 0 no (the end of the capture
  * comes first), -1 read error (err set). File mode moves the unread bytes to
  * the start of the window and reads more; memory mode has everything. */
-static int ensure(sx_capture *c, size_t need)
+static int ensure_slow(sx_capture *c, size_t need)
 {
-    if (c->len - c->off >= need)
-        return 1;
     if (c->eof)
         return 0;
     size_t keep = c->len - c->off;
@@ -86,6 +84,13 @@ static int ensure(sx_capture *c, size_t need)
             break;
     }
     return c->len >= need;
+}
+
+static inline int ensure(sx_capture *c, size_t need)
+{
+    if (c->len - c->off >= need)
+        return 1;
+    return ensure_slow(c, need);
 }
 
 #define PCAPNG_SHB 0x0A0D0D0Au
@@ -171,7 +176,7 @@ void sx_cap_close(sx_capture *c)
     c->len = c->off = 0;
 }
 
-static int pcap_next(sx_capture *c, sx_frame *f)
+static int pcap_next_slow(sx_capture *c, sx_frame *f)
 {
     int e = ensure(c, 16);
     if (e < 0)
@@ -197,6 +202,26 @@ static int pcap_next(sx_capture *c, sx_frame *f)
     f->iface = 0;
     c->off += 16 + (size_t)incl;
     return 1;
+}
+
+/* the common case first: the whole record is already held */
+static inline int pcap_next(sx_capture *c, sx_frame *f)
+{
+    size_t avail = c->len - c->off;
+    if (avail >= 16) {
+        const uint8_t *p = c->base + c->off;
+        uint32_t incl = rd32(c, p + 8);
+        if (incl <= SX_CAP_MAX_FRAME && incl <= avail - 16) {
+            f->data = p + 16;
+            f->caplen = incl;
+            f->origlen = rd32(c, p + 12);
+            f->linktype = c->linktype;
+            f->iface = 0;
+            c->off += 16 + (size_t)incl;
+            return 1;
+        }
+    }
+    return pcap_next_slow(c, f);
 }
 
 static int pcapng_idb(sx_capture *c, size_t off, uint32_t blen)

@@ -461,6 +461,9 @@ void sx_cache_init(sx_cache4 *c)
     }
 }
 
+static inline int trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16,
+                             uint16_t sport);
+
 static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
 {
     if (!cfg || !cfg->table || v->ipver == 0 || ((v->flags & SX_F_BAD) && v->proto < 0))
@@ -485,10 +488,16 @@ static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
     if (m < 0 || (size_t)m >= cfg->nvals)
         return;
     v->match = m;
-    v->trusted = (uint8_t)sx_trusted_as(cfg, m, v->kind, v->proto, v->sport);
+    v->trusted = (uint8_t)trusted_as(cfg, m, v->kind, v->proto, v->sport);
 }
 
 int sx_trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16, uint16_t sport)
+{
+    return trusted_as(cfg, m, kind, proto16, sport);
+}
+
+static inline int trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16,
+                             uint16_t sport)
 {
     if (!cfg || m < 0 || (size_t)m >= cfg->nvals)
         return 0;
