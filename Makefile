@@ -75,7 +75,7 @@ clean:
 # ----------------------------------------------------------------- classifier (issue 4)
 .PHONY: build-asan test-asan fuzz-classify bench-classify
 ASAN_BUILD ?= build/asan
-ASAN_PYTEST_ARGS ?= tests/test_classify.py tests/test_classify_random.py tests/test_capture.py tests/test_conformance.py tests/test_classify_asan.py -m "not netns"
+ASAN_PYTEST_ARGS ?= tests/test_classify.py tests/test_classify_random.py tests/test_capture.py tests/test_conformance.py tests/test_classify_flow.py tests/test_classify_stream.py tests/test_classify_asan.py -m "not netns"
 
 ## build-asan: ASan/UBSan build into $(ASAN_BUILD)/lib (the in-place .so files stay untouched)
 build-asan: venv

@@ -26,7 +26,7 @@ static uint16_t rd16(const sx_capture *c, const uint8_t *p)
 static int fail(sx_capture *c, const char *msg, size_t off, uint64_t val)
 {
     c->err = msg;
-    c->err_off = off;
+    c->err_off = (size_t)(c->base_off + off);
     c->err_val = val;
     return -1;
 }
@@ -35,6 +35,62 @@ static int fail(sx_capture *c, const char *msg, size_t off, uint64_t val)
 static uint32_t le32(const uint8_t *p)
 {
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+
+#define WINDOW (1u << 20)
+
+/* Make base[off .. off + need) available: 1 yes, 0 no (the end of the capture
+ * comes first), -1 read error (err set). File mode moves the unread bytes to
+ * the start of the window and reads more; memory mode has everything. */
+static int ensure_slow(sx_capture *c, size_t need)
+{
+    if (c->eof)
+        return 0;
+    size_t keep = c->len - c->off;
+    size_t want = need > WINDOW ? need : WINDOW;
+    if (want > c->cap) {
+        uint8_t *n = malloc(want);
+        if (!n)
+            return fail(c, "out of memory for the capture read window", c->off, want);
+        if (keep)
+            memcpy(n, c->buf + c->off, keep);
+        free(c->buf);
+        c->buf = n;
+        c->cap = want;
+    } else if (c->off && keep) {
+        memmove(c->buf, c->buf + c->off, keep);
+    }
+    c->base_off += c->off;
+    c->off = 0;
+    c->len = keep;
+    c->base = c->buf;
+    while (c->len < need || c->len < c->cap) {
+        ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return fail(c, "read error on the capture file", c->len, (uint64_t)errno);
+        }
+        if (r == 0) {
+            struct stat st;
+            c->eof = 1;
+            if (fstat(c->fd, &st) == 0 && (uint64_t)st.st_size < c->base_off + c->len)
+                return fail(c, "the capture file shrank while it was read (value: its size now)",
+                            c->len, (uint64_t)st.st_size);
+            break;
+        }
+        c->len += (size_t)r;
+        if (c->len >= need && c->len >= c->cap / 2)
+            break;
+    }
+    return c->len >= need;
+}
+
+static inline int ensure(sx_capture *c, size_t need)
+{
+    if (c->len - c->off >= need)
+        return 1;
+    return ensure_slow(c, need);
 }
 
 #define PCAPNG_SHB 0x0A0D0D0Au
@@ -60,11 +116,13 @@ static int pcapng_shb(sx_capture *c, size_t off)
     return 0;
 }
 
-int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t len)
+static int cap_header(sx_capture *c)
 {
-    memset(c, 0, sizeof *c);
-    c->base = buf;
-    c->len = len;
+    int e = ensure(c, 28);
+    if (e < 0)
+        return -1;
+    size_t len = c->len;
+    const uint8_t *buf = c->base;
     if (len < 4)
         return fail(c, "file too short for a pcap or pcapng header", 0, len);
     uint32_t magic = le32(buf);
@@ -93,19 +151,50 @@ int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t len)
     return 0;
 }
 
-static int pcap_next(sx_capture *c, sx_frame *f)
+int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t len)
 {
+    memset(c, 0, sizeof *c);
+    c->base = buf;
+    c->len = len;
+    c->fd = -1;
+    c->eof = 1;
+    return cap_header(c);
+}
+
+int sx_cap_open_fd(sx_capture *c, int fd)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    return cap_header(c);
+}
+
+void sx_cap_close(sx_capture *c)
+{
+    free(c->buf);
+    c->buf = NULL;
+    c->base = NULL;
+    c->len = c->off = 0;
+}
+
+static int pcap_next_slow(sx_capture *c, sx_frame *f)
+{
+    int e = ensure(c, 16);
+    if (e < 0)
+        return -1;
     if (c->off == c->len)
         return 0;
-    if (c->len - c->off < 16)
+    if (!e)
         return fail(c, "truncated pcap record header", c->off, c->len - c->off);
-    const uint8_t *p = c->base + c->off;
-    uint32_t incl = rd32(c, p + 8);
+    uint32_t incl = rd32(c, c->base + c->off + 8);
     if (incl > SX_CAP_MAX_FRAME)
         return fail(c, "pcap record length over the limit of 16 MiB", c->off + 8, incl);
-    if (incl > c->len - c->off - 16)
+    e = ensure(c, 16 + (size_t)incl);
+    if (e < 0)
+        return -1;
+    if (!e)
         return fail(c, "truncated pcap record (captured length past the end of the file)",
                     c->off + 8, incl);
+    const uint8_t *p = c->base + c->off;
     f->data = p + 16;
     f->caplen = incl;
     f->origlen = rd32(c, p + 12);
@@ -113,6 +202,26 @@ static int pcap_next(sx_capture *c, sx_frame *f)
     f->iface = 0;
     c->off += 16 + (size_t)incl;
     return 1;
+}
+
+/* the common case first: the whole record is already held */
+static inline int pcap_next(sx_capture *c, sx_frame *f)
+{
+    size_t avail = c->len - c->off;
+    if (avail >= 16) {
+        const uint8_t *p = c->base + c->off;
+        uint32_t incl = rd32(c, p + 8);
+        if (incl <= SX_CAP_MAX_FRAME && incl <= avail - 16) {
+            f->data = p + 16;
+            f->caplen = incl;
+            f->origlen = rd32(c, p + 12);
+            f->linktype = c->linktype;
+            f->iface = 0;
+            c->off += 16 + (size_t)incl;
+            return 1;
+        }
+    }
+    return pcap_next_slow(c, f);
 }
 
 static int pcapng_idb(sx_capture *c, size_t off, uint32_t blen)
@@ -128,24 +237,37 @@ static int pcapng_idb(sx_capture *c, size_t off, uint32_t blen)
 static int pcapng_next(sx_capture *c, sx_frame *f)
 {
     for (;;) {
+        int e = ensure(c, 12);
+        if (e < 0)
+            return -1;
         size_t off = c->off;
         if (off == c->len)
             return 0;
-        if (c->len - off < 12)
+        if (!e)
             return fail(c, "truncated pcapng block header", off, c->len - off);
-        const uint8_t *p = c->base + off;
-        uint32_t type = le32(p);
+        uint32_t type = le32(c->base + off);
         if (type == PCAPNG_SHB) {
+            if (ensure(c, 28) < 0)
+                return -1;
+            off = c->off;
             if (pcapng_shb(c, off) < 0)
                 return -1;
         }
+        const uint8_t *p = c->base + off;
         uint32_t blen = rd32(c, p + 4);
         if (blen < 12 || (blen & 3))
             return fail(c, "bad pcapng block length (under 12 or not a multiple of 4)", off + 4,
                         blen);
-        if (blen > c->len - off)
+        if (blen > SX_CAP_MAX_BLOCK)
+            return fail(c, "pcapng block length over the limit of 16 MiB + 64 KiB", off + 4, blen);
+        e = ensure(c, blen);
+        if (e < 0)
+            return -1;
+        off = c->off;
+        if (!e)
             return fail(c, "truncated pcapng block (length past the end of the file)", off + 4,
                         blen);
+        p = c->base + off;
         if (type == PCAPNG_SHB && blen < 28)
             return fail(c, "pcapng section header block too short (28 bytes at least)", off + 4,
                         blen);
@@ -240,6 +362,128 @@ int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint6
             }
             (*codes)[k] = sx_code(&v);
         }
+        done++;
+    }
+}
+
+int sx_cap_classify_into(const sx_cfg *cfg, sx_capture *c, uint64_t *counts, uint32_t *out,
+                         size_t out_cap, size_t *nout)
+{
+    sx_frame f;
+    sx_verdict v;
+    sx_cache4 cache;
+    size_t n = 0;
+    sx_cache_init(&cache);
+    *nout = 0;
+    while (n < out_cap) {
+        int r = sx_cap_next(c, &f);
+        if (r <= 0) {
+            *nout = n;
+            return r;
+        }
+        sx_classify_cached(cfg, &cache, f.data, f.caplen, f.linktype, &v);
+        counts[sx_count_index(cfg, &v)]++;
+        out[n++] = sx_code(&v);
+    }
+    *nout = n;
+    return 1;
+}
+
+int sx_flowrun_init(sx_flowrun *fr, uint64_t max_flows, uint64_t max_anns, uint64_t window)
+{
+    memset(fr, 0, sizeof *fr);
+    if (window < 1)
+        window = 1;
+    if (sx_flows_init(&fr->flows, max_flows, max_anns, window) < 0)
+        return -1;
+    uint64_t ring = 1;
+    while (ring < window)
+        ring <<= 1;
+    fr->ring_mask = ring - 1;
+    fr->ring = malloc((size_t)ring * sizeof *fr->ring);
+    if (!fr->ring) {
+        sx_flows_free(&fr->flows);
+        return -1;
+    }
+    sx_cache_init(&fr->cache);
+    return 0;
+}
+
+void sx_flowrun_free(sx_flowrun *fr)
+{
+    sx_flows_free(&fr->flows);
+    free(fr->ring);
+    fr->ring = NULL;
+}
+
+static inline size_t count_index_code(const sx_cfg *cfg, uint32_t code)
+{
+    size_t slot = 0;
+    int32_t m = (int32_t)(code >> 8) - 1;
+    if (m >= 0 && (size_t)m < cfg->nvals)
+        slot = (size_t)cfg->val_edge[m] + 1;
+    return ((size_t)(code & 7) * 2 + ((code >> 3) & 1)) * (cfg->nedges + 1) + slot;
+}
+
+int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint64_t max_frames,
+                          uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout)
+{
+    sx_frame f;
+    sx_verdict v;
+    sx_relabel rl;
+    uint64_t done = 0;
+    uint64_t w = fr->flows.window, m = fr->ring_mask;
+    size_t no = 0;
+    *nout = 0;
+    for (;;) {
+        /* at the end: emit everything left */
+        if (fr->at_end) {
+            while (fr->emitted < fr->fed) {
+                if (out && no == out_cap) {
+                    *nout = no;
+                    return 1;
+                }
+                uint32_t code = fr->ring[fr->emitted & m];
+                counts[count_index_code(cfg, code)]++;
+                if (out)
+                    out[no++] = code;
+                fr->emitted++;
+            }
+            *nout = no;
+            return 0;
+        }
+        /* the oldest code is final once the window is full */
+        if (fr->fed - fr->emitted >= w) {
+            if (out && no == out_cap) {
+                *nout = no;
+                return 1;
+            }
+            uint32_t code = fr->ring[fr->emitted & m];
+            counts[count_index_code(cfg, code)]++;
+            if (out)
+                out[no++] = code;
+            fr->emitted++;
+        }
+        if (max_frames && done == max_frames) {
+            *nout = no;
+            return 1;
+        }
+        int r = sx_cap_next(c, &f);
+        if (r < 0) {
+            *nout = no;
+            return -1;
+        }
+        if (r == 0) {
+            fr->at_end = 1;
+            continue;
+        }
+        sx_flow_classify(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v, &rl);
+        fr->ring[fr->fed & m] = sx_code(&v);
+        for (uint32_t i = 0; i < rl.n; i++) {
+            uint32_t *slot = &fr->ring[rl.frame[i] & m];
+            *slot = sx_relabel_code(cfg, *slot, v.sport);
+        }
+        fr->fed++;
         done++;
     }
 }

@@ -15,9 +15,12 @@
 #include <stdint.h>
 
 #include "classify.h"
+#include "flow.h"
 
 #define SX_CAP_MAX_IF 1024
 #define SX_CAP_MAX_FRAME (16u * 1024u * 1024u)
+/* a pcapng block holds a frame of at most 16 MiB plus 64 KiB of header and options */
+#define SX_CAP_MAX_BLOCK (SX_CAP_MAX_FRAME + 65536u)
 
 enum { SX_CAP_PCAP = 1, SX_CAP_PCAPNG = 2 };
 
@@ -30,9 +33,14 @@ typedef struct {
 } sx_frame;
 
 typedef struct {
-    const uint8_t *base;
-    size_t len;
-    size_t off; /* next record */
+    const uint8_t *base; /* the bytes held: the whole capture, or a window of a file */
+    size_t len;          /* bytes at base */
+    size_t off;          /* next record, relative to base */
+    uint64_t base_off;   /* file offset of base[0] (file mode) */
+    int fd;              /* file mode: read() in chunks (a file that shrinks is an error, not SIGBUS) */
+    int eof;             /* no more bytes will come (always 1 in memory mode) */
+    uint8_t *buf;        /* file mode: the window buffer */
+    size_t cap;
     int format;
     int swapped;
     /* pcap */
@@ -51,6 +59,18 @@ typedef struct {
 /* 0 when the header is valid, else -1 with err/err_off set. */
 int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t len);
 
+/* File mode: read an open regular file from its start in chunks (window of
+ * 1 MiB, grown to the largest record). 0 ok; -1 with err/err_off set (then
+ * call sx_cap_close too). The fd stays the caller's. */
+int sx_cap_open_fd(sx_capture *c, int fd);
+void sx_cap_close(sx_capture *c);
+
+/* Bytes of the capture consumed so far (file offset of the next record). */
+static inline uint64_t sx_cap_pos(const sx_capture *c)
+{
+    return c->base_off + c->off;
+}
+
 /* 1: *f holds the next frame; 0: end of capture; -1: error (err/err_off). */
 int sx_cap_next(sx_capture *c, sx_frame *f);
 
@@ -64,6 +84,34 @@ int sx_cap_next(sx_capture *c, sx_frame *f);
  * are asked for and cfg->nvals > SX_MAX_VALUES (a code cannot name the entry). */
 int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                     uint32_t **codes, size_t *codes_cap);
+
+/* Stateless, up to out_cap codes into out (*nout stored): 1 frames remain,
+ * 0 end, -1 capture error. */
+int sx_cap_classify_into(const sx_cfg *cfg, sx_capture *c, uint64_t *counts, uint32_t *out,
+                         size_t out_cap, size_t *nout);
+
+/* Flow mode over a capture: codes come out in capture order, each once no
+ * later frame can re-label it (window frames later, or at the end). A run
+ * holds the window's codes. */
+typedef struct {
+    sx_flows flows;
+    sx_cache4 cache;
+    uint32_t *ring;  /* a power of two >= window entries */
+    uint64_t ring_mask;
+    uint64_t fed;     /* frames classified */
+    uint64_t emitted; /* frames whose code is final */
+    int at_end;
+} sx_flowrun;
+
+int sx_flowrun_init(sx_flowrun *fr, uint64_t max_flows, uint64_t max_anns, uint64_t window);
+void sx_flowrun_free(sx_flowrun *fr);
+
+/* Run until out holds out_cap final codes (out may be NULL: count only, no
+ * limit), max_frames more frames were read (0: no limit), or the end.
+ * *nout: codes stored. Returns 1 when frames remain, 0 at the end (all
+ * emitted), -1 on a capture error. counts as in sx_cap_classify. */
+int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint64_t max_frames,
+                          uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout);
 
 /* Map a whole file read-only. 0 ok; else -1 and errno is set (EISDIR for a
  * directory, EINVAL for anything else that is not a regular file). *len may be 0

@@ -295,6 +295,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
 {
     const uint8_t *p = f + off;
     size_t n = end - off;
+    v->l4off = (uint32_t)off;
+    v->l4end = (uint32_t)end;
     switch (v->proto) {
     case 17: /* UDP */
         if (!ports(p, n, 8, v))
@@ -362,6 +364,7 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
     v->kind = SX_K_OTHER;
     v->sport = v->dport = 0;
     v->proto = -1;
+    v->l4off = v->l4end = 0;
     v->flags &= (uint8_t)~(SX_F_NOT_IP | SX_F_FRAG_FIRST | SX_F_FRAG_LATER);
     if (et == 0x0800) {
         v->ipver = 4;
@@ -458,6 +461,9 @@ void sx_cache_init(sx_cache4 *c)
     }
 }
 
+static inline int trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16,
+                             uint16_t sport);
+
 static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
 {
     if (!cfg || !cfg->table || v->ipver == 0 || ((v->flags & SX_F_BAD) && v->proto < 0))
@@ -482,24 +488,36 @@ static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
     if (m < 0 || (size_t)m >= cfg->nvals)
         return;
     v->match = m;
+    v->trusted = (uint8_t)trusted_as(cfg, m, v->kind, v->proto, v->sport);
+}
+
+int sx_trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16, uint16_t sport)
+{
+    return trusted_as(cfg, m, kind, proto16, sport);
+}
+
+static inline int trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16,
+                             uint16_t sport)
+{
+    if (!cfg || m < 0 || (size_t)m >= cfg->nvals)
+        return 0;
     uint16_t r = cfg->val_role[m];
-    if (r >= cfg->nroles || !(cfg->roles[r].kinds & (1u << v->kind)))
-        return;
+    if (r >= cfg->nroles || !(cfg->roles[r].kinds & (1u << kind)))
+        return 0;
     uint8_t proto;
-    if (v->proto == 17)
+    if (proto16 == 17)
         proto = SX_P_UDP;
-    else if (v->proto == 6)
+    else if (proto16 == 6)
         proto = SX_P_TCP;
     else
-        return;
+        return 0;
     const sx_role *role = &cfg->roles[r];
     for (size_t i = 0; i < role->nports; i++) {
         const sx_portrange *pr = &role->ports[i];
-        if (pr->proto == proto && v->sport >= pr->lo && v->sport <= pr->hi) {
-            v->trusted = 1;
-            return;
-        }
+        if (pr->proto == proto && sport >= pr->lo && sport <= pr->hi)
+            return 1;
     }
+    return 0;
 }
 
 void sx_classify(const sx_cfg *cfg, const uint8_t *f, size_t len, uint32_t linktype,

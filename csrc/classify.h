@@ -23,7 +23,8 @@ enum {
     SX_K_RTCP = 3,
     SX_K_STUN = 4,
     SX_K_TLS = 5,
-    SX_NKINDS = 6
+    SX_K_UDPTL = 6, /* T.38 fax over UDPTL: flow mode only (announced by SDP) */
+    SX_NKINDS = 7
 };
 
 /* flags */
@@ -55,6 +56,8 @@ typedef struct {
     uint16_t sport, dport;
     int32_t match; /* allowlist value index of the source, -1 for none */
     uint8_t src[16], dst[16]; /* IPv4 in the first 4 bytes, network order */
+    uint32_t l4off, l4end; /* the transport header's offset in the frame and the end of the
+                              packet (0, 0 when none was reached): for the flow mode */
 } sx_verdict;
 
 typedef struct {
@@ -118,6 +121,9 @@ static inline size_t sx_count_index(const sx_cfg *cfg, const sx_verdict *v)
         slot = (size_t)cfg->val_edge[v->match] + 1;
     return ((size_t)v->kind * 2 + v->trusted) * (cfg->nedges + 1) + slot;
 }
+
+/* Whether a source with allowlist value index m may send this kind from sport. */
+int sx_trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto, uint16_t sport);
 
 /* Lower-level checks, exposed for tests and the fuzz target. */
 int sx_is_sip(const uint8_t *p, size_t len);

@@ -1,5 +1,7 @@
 """Fuzz target (atheris): random frames and capture images through the native
-classifier and the Python twin, which must agree and never crash.
+classifier and the Python twin, which must agree and never crash -- per frame,
+and in the flow mode (capture images with small flow tables and windows, and
+frame sequences fed one by one to a flow session).
 
 Run for a bounded time, e.g.::
 
@@ -22,6 +24,7 @@ with atheris.instrument_imports():
     from sipedge import _impl
     from sipedge.errors import CaptureError
     import sipedge._py.classify  # noqa: F401
+    import sipedge._py.flow  # noqa: F401
 
 AL = None
 NAT = PY = None
@@ -38,9 +41,9 @@ def _setup():
     PY = _impl.python("classify").Classifier(AL)
 
 
-def _outcome(clf, data):
+def _outcome(clf, data, flows=False, limits=(65536, 16384, 65536)):
     try:
-        r = clf.classify_buffer(data, frames=True)
+        r = clf.classify_buffer(data, frames=True, flows=flows, limits=limits)
         return ("ok", r.frames, list(r.codes))
     except CaptureError as e:
         return ("err", str(e))
@@ -48,7 +51,26 @@ def _outcome(clf, data):
 
 def test_one(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 3)
+    mode = fdp.ConsumeIntInRange(0, 5)
+    if mode == 4:  # flow mode over a capture image, small tables
+        limits = (fdp.ConsumeIntInRange(1, 64), fdp.ConsumeIntInRange(1, 16),
+                  fdp.ConsumeIntInRange(1, 32))
+        img = fdp.ConsumeBytes(fdp.remaining_bytes())
+        a, b = _outcome(NAT, img, True, limits), _outcome(PY, img, True, limits)
+        if a != b:
+            raise AssertionError(f"flow outcome differs: native {a} python {b}: {img.hex()}")
+        return
+    if mode == 5:  # a flow session fed frames one by one
+        limits = (fdp.ConsumeIntInRange(1, 16), fdp.ConsumeIntInRange(1, 8),
+                  fdp.ConsumeIntInRange(1, 8))
+        sn, sp = NAT.flow_session(limits), PY.flow_session(limits)
+        while fdp.remaining_bytes():
+            lt = LINKTYPES[fdp.ConsumeIntInRange(0, len(LINKTYPES) - 1)]
+            frame = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 400))
+            a, b = sn.classify(frame, lt)._astuple(), sp.classify(frame, lt)._astuple()
+            if a != b or sn.relabelled != sp.relabelled:
+                raise AssertionError(f"flow session differs: {a} {b} for {frame.hex()}")
+        return
     if mode < 3:
         lt = LINKTYPES[fdp.ConsumeIntInRange(0, len(LINKTYPES) - 1)]
         frame = fdp.ConsumeBytes(fdp.remaining_bytes())

@@ -46,7 +46,7 @@ def test_pcap_byte_orders_and_resolutions(clf, tmp_path, big, nsec):
     assert rep.frames == 5
     assert [f.kind for f in rep.iter_frames()] == EXPECT
     assert [f.number for f in rep.iter_frames()] == [1, 2, 3, 4, 5]
-    assert rep.by_kind() == {"other": 1, "sip": 2, "rtp": 1, "rtcp": 1, "stun": 0, "tls": 0}
+    assert rep.by_kind() == {"other": 1, "sip": 2, "rtp": 1, "rtcp": 1, "stun": 0, "tls": 0, "udptl": 0}
     assert rep.counts[("sip", True, "test-east")] == 2
     assert rep.counts[("rtp", True, "*")] == 1
     assert rep.counts[("other", False, None)] == 1

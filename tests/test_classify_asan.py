@@ -30,7 +30,7 @@ def test_suite_under_asan_ubsan():
     env = dict(os.environ, PYTHON=sys.executable)
     r = subprocess.run(["make", "-s", "test-asan",
                         "ASAN_PYTEST_ARGS=tests/test_classify.py tests/test_classify_random.py "
-                        "tests/test_capture.py tests/test_conformance.py "
+                        "tests/test_capture.py tests/test_conformance.py tests/test_classify_flow.py "
                         "tests/test_classify_asan.py -m 'not netns'"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     tail = (r.stdout + r.stderr)[-4000:]

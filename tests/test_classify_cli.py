@@ -35,7 +35,7 @@ def run(*args):
 
 def test_frames_lines(tmp_path):
     cap, al = _capture(tmp_path)
-    r = run(cap, "--allowlist", al, "--frames")
+    r = run(cap, "--allowlist", al, "--frames", "--stateless")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["1\tsip\ttrusted\ttest-east", "2\trtp\ttrusted\t*",
                                      "3\tother\tuntrusted\t-"]
@@ -43,7 +43,7 @@ def test_frames_lines(tmp_path):
 
 def test_summary_table(tmp_path):
     cap, al = _capture(tmp_path)
-    r = run(cap, "--allowlist", al)
+    r = run(cap, "--allowlist", al, "--stateless")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].endswith("3 frames, 2 trusted")
@@ -54,7 +54,7 @@ def test_summary_table(tmp_path):
 
 def test_json(tmp_path):
     cap, al = _capture(tmp_path)
-    r = run(cap, "--allowlist", al, "--json", "--frames")
+    r = run(cap, "--allowlist", al, "--json", "--frames", "--stateless")
     doc = json.loads(r.stdout)
     assert doc["frames"] == 3 and doc["trusted"] == 2
     assert doc["by_kind"]["rtp"] == 1
@@ -90,3 +90,16 @@ def test_progress_bar_draws_and_clears(capsys):
     err = capsys.readouterr().err
     assert "big.pcap: [###############" in err and " 50.0%" in err and "100.0%" in err
     assert err.endswith("\r")
+
+
+def test_flow_mode_is_the_default(tmp_path):
+    from test_classify_flow import t38_call
+
+    p = tmp_path / "fax.pcap"
+    p.write_bytes(pcap_bytes(t38_call()))
+    flow = json.loads(run(str(p), "--json").stdout)["by_kind"]
+    per_frame = json.loads(run(str(p), "--json", "--stateless").stdout)["by_kind"]
+    assert flow["udptl"] == 6 and flow["rtp"] == 10
+    assert per_frame["udptl"] == 0 and per_frame["rtp"] == 16
+    lines = run(str(p), "--frames").stdout.splitlines()
+    assert [ln.split("\t")[1] for ln in lines[-6:]] == ["udptl"] * 6

@@ -15,7 +15,7 @@ import pytest
 from classify_util import ROLES
 from conftest import require_root, require_tool
 from netns import Netns, link
-from tshark_compare import compare, run_tshark
+from tshark_compare import compare, precision, run_tshark
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -155,6 +155,10 @@ def test_sipp_call_against_tshark(tmp_path, variant):
     assert noise >= 60
     assert a.never_rtp_as_rtp == 0
     assert a.ratio >= 0.995, a
+    pr = precision(theirs, [r[1] for r in ours])  # the CLI's default: flow mode
+    print(f"  flow mode: recall {pr.recall:.3%}, {pr.false_sip_rtp} frames ({pr.false_share:.3%}) "
+          "sip/rtp/rtcp against tshark")
+    assert pr.false_share <= 0.001 and pr.recall >= 0.999, pr
     # trust: SIP from the lab edge's signaling address on 5060 is trusted, the uac's is not
     from sipedge.allowlist import Allowlist
     from sipedge.classify import Classifier

@@ -21,7 +21,7 @@ import os
 import pytest
 
 from conftest import IN_CI, SHARED_CAPTURES, _missing
-from tshark_compare import compare, read_tsv
+from tshark_compare import compare, precision, read_tsv
 
 pytestmark = pytest.mark.shared_captures
 
@@ -41,10 +41,10 @@ def _require_captures():
         _missing(f"the shared captures are missing at {CAPTURES} (../shared/captures)")
 
 
-def _kinds(clf, path):
+def _kinds(clf, path, flows=False):
     from sipedge.classify import KINDS
 
-    rep = clf.classify_pcap(path, frames=True)
+    rep = clf.classify_pcap(path, frames=True, flows=flows)
     return [KINDS[c & 7] for c in rep.codes]
 
 
@@ -76,3 +76,19 @@ def test_overall_agreement(impl):
         agree += a.agree
     assert tot > 8000
     assert agree / tot >= 0.995, (agree, tot)
+
+
+@pytest.mark.parametrize("name", [os.path.basename(p) for p in _captures()] or ["<none>"])
+def test_flow_mode_precision_and_recall(impl, name):
+    """Flow mode (issue 13): recall on SIP+RTP >= 99.9 %, frames tshark calls
+    another protocol but sipedge sip/rtp/rtcp <= 0.1 % of all frames, and no
+    T.38 frame called RTP."""
+    _require_captures()
+    path = os.path.join(CAPTURES, name)
+    clf = impl("classify").Classifier()
+    pr = precision(read_tsv(path.rsplit(".", 1)[0] + ".tshark.tsv"), _kinds(clf, path, True))
+    print(f"{name} (flow mode): recall {pr.recall:.3%}, {pr.false_sip_rtp} of {pr.frames} frames "
+          f"({pr.false_share:.3%}) called sip/rtp/rtcp against tshark, {pr.t38_as_rtp} T.38 as RTP")
+    assert pr.t38_as_rtp == 0
+    assert pr.false_share <= 0.001, pr
+    assert pr.recall >= 0.999, pr

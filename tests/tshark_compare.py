@@ -19,6 +19,8 @@ def tshark_kind(protocols: str) -> str:
     ps = protocols.strip().split(":")
     if "icmp" in ps or "icmpv6" in ps:
         return "other"
+    if "t38" in ps:  # T.38 fax over UDPTL
+        return "udptl"
     for k in KIND_ORDER:
         if k in ps:
             return k
@@ -69,3 +71,27 @@ def compare(protocols: list[str], kinds: list[str]) -> Agreement:
         if theirs != ours:
             mism[(theirs, ours)] = mism.get((theirs, ours), 0) + 1
     return Agreement(len(kinds), sip_rtp, agree, bad, mism)
+
+
+class Precision(NamedTuple):
+    frames: int
+    false_sip_rtp: int  # frames tshark calls another protocol that we call sip/rtp/rtcp
+    t38_as_rtp: int     # T.38 (UDPTL) frames we call rtp
+    recall: float       # of the frames tshark calls SIP or RTP, the share we call the same
+
+    @property
+    def false_share(self) -> float:
+        return self.false_sip_rtp / self.frames if self.frames else 0.0
+
+
+def precision(protocols: list[str], kinds: list[str]) -> Precision:
+    """Frame by frame: what we call sip/rtp/rtcp that tshark calls something else."""
+    assert len(protocols) == len(kinds), (len(protocols), len(kinds))
+    fp = t38 = 0
+    for protos, ours in zip(protocols, kinds):
+        theirs = tshark_kind(protos)
+        if ours in ("sip", "rtp", "rtcp") and theirs != ours:
+            fp += 1
+        if theirs == "udptl" and ours == "rtp":
+            t38 += 1
+    return Precision(len(kinds), fp, t38, compare(protocols, kinds).ratio)

@@ -23,7 +23,8 @@ from sipedge._prefix cimport PrefixTable, sx_ptable
 from sipedge.classify._common import (KINDS, Config, Report, capture_error, verdict_repr,
                                   fragment_name, proto_name, addr_text, code_of,
                                   PROGRESS_FRAMES, byte_view, linktype_error,
-                                  check_path, NOT_REGULAR)
+                                  check_path, NOT_REGULAR, open_capture_fd, FlowLimits, flow_limits,
+                                  frame_info)
 from sipedge.errors import CaptureError
 
 
@@ -39,6 +40,9 @@ cdef extern from "classify.h":
         int32_t match
         uint8_t src[16]
         uint8_t dst[16]
+    ctypedef struct sx_cache4:
+        pass
+    void sx_cache_init(sx_cache4 *c) nogil
     ctypedef struct sx_portrange:
         uint16_t lo
         uint16_t hi
@@ -60,15 +64,40 @@ cdef extern from "classify.h":
     uint32_t sx_code(const sx_verdict *v) nogil
     int SX_NKINDS
 
+cdef extern from "flow.h":
+    ctypedef struct sx_flows:
+        uint64_t frame
+        uint64_t window
+        uint64_t evicted
+    ctypedef struct sx_relabel:
+        uint32_t n
+        uint64_t frame[2]
+    int sx_flows_init(sx_flows *t, uint64_t max_flows, uint64_t max_anns, uint64_t window) nogil
+    void sx_flows_free(sx_flows *t) nogil
+    void sx_flow_classify(const sx_cfg *cfg, sx_cache4 *cache, sx_flows *t, const uint8_t *f,
+                          size_t length, uint32_t linktype, sx_verdict *v, sx_relabel *r) nogil
+
 cdef extern from "capture.h":
     ctypedef struct sx_capture:
         size_t off
         size_t len
+        uint64_t base_off
         uint64_t frames
         const char *err
         size_t err_off
         uint64_t err_val
+    ctypedef struct sx_flowrun:
+        sx_flows flows
     int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t length) nogil
+    int sx_cap_open_fd(sx_capture *c, int fd) nogil
+    void sx_cap_close(sx_capture *c) nogil
+    uint64_t sx_cap_pos(const sx_capture *c) nogil
+    int sx_cap_classify_into(const sx_cfg *cfg, sx_capture *c, uint64_t *counts, uint32_t *out,
+                             size_t out_cap, size_t *nout) nogil
+    int sx_flowrun_init(sx_flowrun *fr, uint64_t max_flows, uint64_t max_anns, uint64_t window) nogil
+    void sx_flowrun_free(sx_flowrun *fr) nogil
+    int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint64_t max_frames,
+                              uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout) nogil
     int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                         uint32_t **codes, size_t *codes_cap) nogil
     int sx_map_file(const char *path, const uint8_t **base, size_t *length) nogil
@@ -267,9 +296,13 @@ cdef class Classifier:
         self._run1(frame, lt, &v)
         return sx_code(&v)
 
-    cdef object _walk(self, const uint8_t *base, size_t length, str source, bint frames,
-                      object progress):
-        cdef sx_capture cap
+    def frame_info(self, number, code):
+        """FrameInfo of frame *number* (1-based) from its code."""
+        return frame_info(self._cfg, number, code)
+
+    cdef object _walk(self, sx_capture *cap, str source, bint frames, object progress,
+                      bint flows, object limits, uint64_t total):
+        """Walk an opened capture: a Report (counts, codes when frames)."""
         cdef int r
         cdef size_t width = (self.cfg.nedges + 1)
         cdef size_t ncounts = <size_t>SX_NKINDS * 2 * width
@@ -279,65 +312,235 @@ cdef class Classifier:
         cdef uint32_t **pcodes = &codes if frames else NULL
         cdef uint64_t chunk = PROGRESS_FRAMES if progress is not None else 0
         cdef array.array out
+        cdef sx_flowrun fr
+        cdef bint fr_ok = False
+        cdef size_t nout = 0, outcap = 65536
+        cdef uint32_t *obuf = NULL
+        cdef uint64_t nframes = 0
         if counts == NULL:
             raise MemoryError()
         try:
-            with nogil:
-                r = sx_cap_open(&cap, base, length)
-            if r < 0:
-                raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
-            while True:
-                with nogil:
-                    r = sx_cap_classify(&self.cfg, &cap, chunk, counts, pcodes, &codes_cap)
-                if r == -2:
+            if not flows:
+                while True:
+                    with nogil:
+                        r = sx_cap_classify(&self.cfg, cap, chunk, counts, pcodes, &codes_cap)
+                    if r == -2:
+                        raise MemoryError()
+                    if r == -3:  # Config refuses such an allowlist first; C checks too
+                        raise ValueError("too many allowlist values for 24-bit frame codes")
+                    if r == -1:
+                        raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
+                    if r == 0:
+                        break
+                    progress(sx_cap_pos(cap), total)
+                nframes = cap.frames
+                codes_out = None
+                if frames:
+                    out = array.clone(_U32, <Py_ssize_t>cap.frames, False)
+                    if cap.frames:
+                        memcpy(out.data.as_voidptr, codes, <size_t>cap.frames * sizeof(uint32_t))
+                    codes_out = out
+            else:
+                lim = flow_limits(limits)
+                if sx_flowrun_init(&fr, lim.max_flows, lim.max_anns, lim.window) < 0:
                     raise MemoryError()
-                if r == -3:  # Config refuses such an allowlist first; C checks too
-                    raise ValueError("too many allowlist values for 24-bit frame codes")
-                if r == -1:
-                    raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
-                if r == 0:
-                    break
-                progress(cap.off, cap.len)
+                fr_ok = True
+                codes_out = _array.array("I") if frames else None
+                if frames:
+                    obuf = <uint32_t *>malloc(outcap * sizeof(uint32_t))
+                    if obuf == NULL:
+                        raise MemoryError()
+                while True:
+                    with nogil:
+                        r = sx_cap_classify_flows(&self.cfg, cap, &fr, chunk, counts, obuf,
+                                                  outcap, &nout)
+                    if frames and nout:
+                        out = array.clone(_U32, <Py_ssize_t>nout, False)
+                        memcpy(out.data.as_voidptr, obuf, nout * sizeof(uint32_t))
+                        codes_out.extend(out)
+                    if r == -1:
+                        raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
+                    if r == 0:
+                        break
+                    if progress is not None and nout == 0:
+                        progress(sx_cap_pos(cap), total)
+                nframes = cap.frames
             raw = [counts[i] for i in range(ncounts)]
-            codes_out = None
-            if frames:
-                out = array.clone(_U32, <Py_ssize_t>cap.frames, False)
-                if cap.frames:
-                    memcpy(out.data.as_voidptr, codes, <size_t>cap.frames * sizeof(uint32_t))
-                codes_out = out
-            return Report(source, cap.frames, raw, self._cfg, codes_out)
+            return Report(source, nframes, raw, self._cfg, codes_out)
         finally:
             free(counts)
             free(codes)
+            free(obuf)
+            if fr_ok:
+                sx_flowrun_free(&fr)
 
-    def classify_buffer(self, buf, bint frames=False, progress=None, str source="<buffer>"):
-        """Classify every frame of a pcap/pcapng image held in memory."""
+    def classify_buffer(self, buf, bint frames=False, progress=None, str source="<buffer>",
+                        bint flows=False, limits=FlowLimits()):
+        """Classify every frame of a pcap/pcapng image held in memory
+        (``flows=True``: the flow mode, see sipedge._py.flow)."""
         cdef const uint8_t[::1] mv
         cdef const uint8_t *base = NULL
+        cdef sx_capture cap
+        cdef int r
         if buf is None:
             raise TypeError("classify_buffer needs a bytes-like object, not None")
         mv = memoryview(byte_view(buf)).cast("B")
         if mv.shape[0]:
             base = &mv[0]
-        return self._walk(base, <size_t>mv.shape[0], source, frames, progress)
-
-    def classify_pcap(self, path, bint frames=False, progress=None):
-        """Classify every frame of a pcap or pcapng file (memory-mapped)."""
-        spath = os.fspath(path)
-        check_path(spath)
-        bpath = os.fsencode(spath)
-        cdef const char *cpath = bpath
-        cdef const uint8_t *base = NULL
-        cdef size_t length = 0
-        cdef int r, err = 0
         with nogil:
-            r = sx_map_file(cpath, &base, &length)
-            if r < 0:
-                err = errno
+            r = sx_cap_open(&cap, base, <size_t>mv.shape[0])
         if r < 0:
-            raise CaptureError(f"{spath}: cannot open capture: "
-                               + (NOT_REGULAR if err == EINVAL else strerror(err).decode()))
+            raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
+        return self._walk(&cap, source, frames, progress, flows, limits, <uint64_t>mv.shape[0])
+
+    def classify_pcap(self, path, bint frames=False, progress=None, bint flows=False,
+                      limits=FlowLimits()):
+        """Classify every frame of a pcap or pcapng file, read in chunks (a file
+        that shrinks meanwhile is a CaptureError naming the offset)
+        (``flows=True``: the flow mode, see sipedge._py.flow)."""
+        cdef int fd = open_capture_fd(path)
+        cdef sx_capture cap
+        cdef int r
+        spath = os.fspath(path)
         try:
-            return self._walk(base, length, spath, frames, progress)
+            total = os.fstat(fd).st_size
+            with nogil:
+                r = sx_cap_open_fd(&cap, fd)
+            try:
+                if r < 0:
+                    raise capture_error(spath, cap.err.decode(), cap.err_off, cap.err_val)
+                return self._walk(&cap, spath, frames, progress, flows, limits, total)
+            finally:
+                sx_cap_close(&cap)
         finally:
-            sx_unmap_file(base, length)
+            os.close(fd)
+
+    def iter_pcap(self, path, bint flows=True, limits=FlowLimits(), size_t chunk=65536):
+        """The frame codes of a capture as they come, in arrays of up to
+        *chunk* codes, with constant memory; ``.report`` once exhausted."""
+        return FrameStream(self, path, flows, limits, chunk)
+
+    def flow_session(self, limits=FlowLimits()):
+        """Flow mode over frames fed one by one (a live tap)."""
+        return FlowSession(self, limits)
+
+
+cdef class FrameStream:
+    """Iterator of code arrays (see Classifier.iter_pcap); ``report`` at the end."""
+    cdef Classifier clf
+    cdef sx_capture cap
+    cdef sx_flowrun fr
+    cdef bint fr_ok, opened, done, flows
+    cdef int fd
+    cdef uint64_t *counts
+    cdef size_t ncounts, chunk
+    cdef uint32_t *obuf
+    cdef str source
+    cdef public object report
+
+    def __cinit__(self, Classifier clf, path, bint flows, limits, size_t chunk):
+        self.fd = -1
+        self.clf = clf
+        self.flows = flows
+        self.report = None
+        self.chunk = chunk if chunk else 1
+        self.source = os.fspath(path)
+        self.ncounts = <size_t>SX_NKINDS * 2 * (clf.cfg.nedges + 1)
+        self.counts = <uint64_t *>calloc(self.ncounts, sizeof(uint64_t))
+        self.obuf = <uint32_t *>malloc(self.chunk * sizeof(uint32_t))
+        if self.counts == NULL or self.obuf == NULL:
+            raise MemoryError()
+        lim = flow_limits(limits)
+        if sx_flowrun_init(&self.fr, lim.max_flows, lim.max_anns,
+                           lim.window if flows else 1) < 0:
+            raise MemoryError()
+        self.fr_ok = True
+        self.fd = open_capture_fd(path)
+        cdef int r
+        with nogil:
+            r = sx_cap_open_fd(&self.cap, self.fd)
+        self.opened = True
+        if r < 0:
+            raise capture_error(self.source, self.cap.err.decode(), self.cap.err_off,
+                                self.cap.err_val)
+
+    def __dealloc__(self):
+        if self.opened:
+            sx_cap_close(&self.cap)
+        if self.fd >= 0:
+            os.close(self.fd)
+        if self.fr_ok:
+            sx_flowrun_free(&self.fr)
+        free(self.counts)
+        free(self.obuf)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef int r
+        cdef size_t nout = 0
+        cdef array.array out
+        if self.done:
+            raise StopIteration
+        with nogil:
+            if self.flows:
+                r = sx_cap_classify_flows(&self.clf.cfg, &self.cap, &self.fr, 0, self.counts,
+                                          self.obuf, self.chunk, &nout)
+            else:
+                r = sx_cap_classify_into(&self.clf.cfg, &self.cap, self.counts, self.obuf,
+                                         self.chunk, &nout)
+        if r == -1:
+            self.done = True
+            raise capture_error(self.source, self.cap.err.decode(), self.cap.err_off,
+                                self.cap.err_val)
+        if r == 0:
+            self.done = True
+            self.report = Report(self.source, self.cap.frames,
+                                 [self.counts[i] for i in range(self.ncounts)], self.clf._cfg,
+                                 None)
+        if nout == 0:
+            raise StopIteration
+        out = array.clone(_U32, <Py_ssize_t>nout, False)
+        memcpy(out.data.as_voidptr, self.obuf, nout * sizeof(uint32_t))
+        return out
+
+
+cdef class FlowSession:
+    """Flow mode over frames fed one by one: ``classify(frame)`` gives the
+    verdict now; ``relabelled`` lists the earlier frames (1-based numbers) that
+    this frame confirmed as RTP."""
+    cdef Classifier clf
+    cdef sx_flows t
+    cdef sx_cache4 cache
+    cdef bint ok
+    cdef public tuple relabelled
+
+    def __cinit__(self, Classifier clf, limits):
+        self.clf = clf
+        lim = flow_limits(limits)
+        if sx_flows_init(&self.t, lim.max_flows, lim.max_anns, lim.window) < 0:
+            raise MemoryError()
+        self.ok = True
+        sx_cache_init(&self.cache)
+        self.relabelled = ()
+
+    def __dealloc__(self):
+        if self.ok:
+            sx_flows_free(&self.t)
+
+    @property
+    def frames(self):
+        return self.t.frame
+
+    def classify(self, frame, linktype=1):
+        cdef uint32_t lt = _linktype(linktype)
+        cdef Verdict r = Verdict.__new__(Verdict)
+        cdef sx_relabel rl
+        cdef bytes b = frame if type(frame) is bytes else memoryview(frame).tobytes()
+        sx_flow_classify(&self.clf.cfg, &self.cache, &self.t,
+                         <const uint8_t *>PyBytes_AS_STRING(b), <size_t>PyBytes_GET_SIZE(b),
+                         lt, &r.v, &rl)
+        self.relabelled = tuple(rl.frame[i] + 1 for i in range(rl.n))
+        r._cfg = self.clf._cfg
+        return r

@@ -474,15 +474,21 @@ def _cmd_select(args: argparse.Namespace) -> int:
 def _add_classify(sub) -> None:
     p = sub.add_parser(
         "classify", help="classify the frames of a pcap/pcapng capture",
-        description="Say what each frame of a capture is (sip, rtp, rtcp, stun, tls, other) and "
-                    "whether its source is trusted by the allowlist (embedded Twilio dataset by "
-                    "default): a summary by kind, trust and edge; --frames for one line per "
-                    "frame (number, kind, trusted/untrusted, edge or -).")
+        description="Say what each frame of a capture is (sip, rtp, rtcp, stun, tls, udptl, "
+                    "other) and whether its source is trusted by the allowlist (embedded Twilio "
+                    "dataset by default): a summary by kind, trust and edge; --frames for one "
+                    "line per frame (number, kind, trusted/untrusted, edge or -), streamed with "
+                    "constant memory. Flow mode by default: SDP (in SIP and Megaco) sets up "
+                    "RTP/RTCP/UDPTL (T.38 fax) flows, RTP elsewhere is confirmed by sequence "
+                    "progression, SIP split over TCP/SCTP segments is labelled on the last one "
+                    "(see docs/classify.md). --stateless judges every frame alone.")
     p.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file")
     p.add_argument("--allowlist", metavar="F", help="allowlist TOML file or compiled snapshot "
                                                      "(default: embedded Twilio dataset)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--frames", action="store_true", help="one line (or JSON object) per frame")
+    p.add_argument("--stateless", action="store_true",
+                   help="classify every frame alone (no flows, no SDP)")
     p.set_defaults(func=_cmd_classify)
 
 
@@ -519,24 +525,17 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         big = False
     if big and sys.stderr.isatty():
         progress = _ProgressBar(os.path.basename(args.capture))
+    flows = not args.stateless
+    if args.frames:
+        _stream_frames(clf, args.capture, flows, args.json)
+        return 0
     try:
-        rep = clf.classify_pcap(args.capture, frames=args.frames, progress=progress)
+        rep = clf.classify_pcap(args.capture, progress=progress, flows=flows)
     finally:
         if progress is not None:
             progress.close()
     if args.json:
-        doc = rep.to_dict()
-        if args.frames:
-            doc["frame_list"] = [{"frame": f.number, "kind": f.kind, "trusted": f.trusted,
-                                  "role": f.role, "edge": f.edge, "fragment": f.fragment}
-                                 for f in rep.iter_frames()]
-        _print_json(doc)
-        return 0
-    if args.frames:
-        out = sys.stdout
-        for f in rep.iter_frames():
-            out.write(f"{f.number}\t{f.kind}\t{'trusted' if f.trusted else 'untrusted'}"
-                      f"\t{f.edge or '-'}\n")
+        _print_json(rep.to_dict())
         return 0
     by_kind = rep.by_kind()
     trusted = {k: 0 for k in KINDS}
@@ -558,6 +557,44 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         for edge, (t, u) in sorted(edges.items()):
             print(f"{edge:<14} {t:>10} {u:>10}")
     return 0
+
+
+def _stream_frames(clf, path: str, flows: bool, as_json: bool):
+    """Print one line (or JSON object) per frame as the codes come, with
+    constant memory; the JSON document ends with the summary."""
+    import json
+
+    out = sys.stdout
+    stream = clf.iter_pcap(path, flows=flows)
+    text: dict = {}
+    n = 0
+    if as_json:
+        out.write('{"frame_list": [')
+    first = True
+    for chunk in stream:
+        for c in set(chunk).difference(text):
+            f = clf.frame_info(1, c)
+            if as_json:
+                text[c] = json.dumps({"kind": f.kind, "trusted": f.trusted, "role": f.role,
+                                      "edge": f.edge, "fragment": f.fragment})[1:]
+            else:
+                text[c] = (f"\t{f.kind}\t{'trusted' if f.trusted else 'untrusted'}"
+                           f"\t{f.edge or '-'}\n")
+        get = text.__getitem__
+        nums = range(n + 1, n + 1 + len(chunk))
+        n += len(chunk)
+        if as_json:
+            out.write(("" if first else ", ")
+                      + ", ".join([f'{{"frame": {i}, {get(c)}' for i, c in zip(nums, chunk)]))
+            first = False
+        else:
+            out.write("".join([f"{i}{get(c)}" for i, c in zip(nums, chunk)]))
+    rep = stream.report
+    if as_json:
+        doc = json.dumps(rep.to_dict())
+        out.write("], " + doc[1:] + "\n")
+    out.flush()
+    return rep
 
 
 # ---------------------------------------------------------------- resolve / probe

@@ -57,429 +57,27 @@ ACKs) are ``other``.
 Trust: the source address is looked up in the allowlist's prefix table. On a
 match the verdict carries that entry's role and edge ("*" for an entry valid
 at every edge). It is trusted when the role may send this kind (``signaling``:
-sip, tls; ``media``: rtp, rtcp, stun; any other role: every kind but
+sip, tls; ``media``: rtp, rtcp, stun, udptl; any other role: every kind but
 ``other``) and the source port lies in one of the role's port ranges for the
 transport (udp or tcp).
 """
 from __future__ import annotations
 
-import errno
-import ipaddress
-import socket
-import mmap
-import operator
 import os
-import stat
 import struct
-from bisect import bisect_right
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, Optional
 
-from ..errors import CaptureError
 from ..classify._common import (  # noqa: F401  (re-exported for the twin's users)
-    KINDS, OTHER, SIP, RTP, RTCP, STUN, TLS, F_FRAG_FIRST, F_FRAG_LATER, F_NOT_IP, F_BAD, ROLE_KINDS, ANY_ROLE_KINDS, ALL_EDGES, MAX_VALUES, linktype_error, check_linktype, frame_bytes, byte_view, Config, code_of, addr_text, proto_name, fragment_name, verdict_repr, FrameInfo, Report, capture_error, PROGRESS_FRAMES, NOT_REGULAR, check_path)
-
-LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2 = \
-    0, 1, 101, 108, 113, 228, 229, 276
-
-MAX_VLAN_TAGS = 8
-MAX_V6_EXT = 8
-MAX_TUNNEL_DEPTH = 2
-VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
-MEDIA_DENY_PORTS = frozenset((1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 5353, 5355, 6081))
-METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"REGISTER", b"OPTIONS", b"PRACK",
-           b"SUBSCRIBE", b"NOTIFY", b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
-_V6_EXT = (0, 43, 60, 135, 139, 140)
-
-
-def _be16(b: bytes, i: int) -> int:
-    return (b[i] << 8) | b[i + 1]
-
-
-# ---------------------------------------------------------------- payload rules
-def is_sip(p: bytes) -> bool:
-    n = len(p)
-    if p == b"\r\n" or p == b"\r\n\r\n":
-        return True
-    if n >= 12 and p[:8].upper() == b"SIP/2.0 ":
-        return (0x31 <= p[8] <= 0x36 and 0x30 <= p[9] <= 0x39 and 0x30 <= p[10] <= 0x39
-                and p[11] == 0x20)
-    m = 0
-    for meth in METHODS:
-        k = len(meth)
-        if n > k and p[:k] == meth and p[k] == 0x20:
-            m = k + 1
-            break
-    if not m:
-        return False
-    q = m
-    if n - q >= 4 and p[q:q + 4].upper() == b"SIP:":
-        q += 4
-    elif n - q >= 5 and p[q:q + 5].upper() == b"SIPS:":
-        q += 5
-    else:
-        return False
-    u = q
-    while q < n and 0x20 < p[q] < 0x7F:
-        q += 1
-    if q == u or q >= n or p[q] != 0x20:
-        return False
-    q += 1
-    if n - q < 8 or p[q:q + 7].upper() != b"SIP/2.0":
-        return False
-    return p[q + 7] in (0x0D, 0x0A)
-
-
-def is_stun(p: bytes) -> bool:
-    n = len(p)
-    if n < 20 or p[0] & 0xC0 or p[4:8] != b"\x21\x12\xa4\x42":
-        return False
-    mlen = _be16(p, 2)
-    return mlen & 3 == 0 and mlen + 20 == n
-
-
-def is_rtcp(p: bytes) -> bool:
-    n = len(p)
-    if n < 8:
-        return False
-    q = 0
-    while q < n:
-        if n - q < 4 or p[q] >> 6 != 2 or not 192 <= p[q + 1] <= 213:
-            return False
-        plen = (_be16(p, q + 2) + 1) * 4
-        if plen > n - q:
-            return False
-        q += plen
-        if n - q < 4:
-            return True  # up to 3 stray bytes after the last packet are tolerated
-    return True
-
-
-def is_rtp(p: bytes) -> bool:
-    n = len(p)
-    if n < 12 or p[0] >> 6 != 2:
-        return False
-    pt = p[1] & 0x7F
-    if 34 < pt < 96:
-        return False
-    h = 12 + 4 * (p[0] & 0x0F)
-    if h > n:
-        return False
-    if p[0] & 0x10:
-        if n - h < 4:
-            return False
-        ext = 4 + 4 * _be16(p, h + 2)
-        if ext > n - h:
-            return False
-        h += ext
-    if p[0] & 0x20:
-        pad = p[n - 1]
-        if pad == 0 or pad > n - h:
-            return False
-    return True
-
-
-def is_tls(p: bytes) -> bool:
-    return (len(p) >= 5 and 20 <= p[0] <= 24 and p[1] == 3 and p[2] <= 4
-            and _be16(p, 3) <= 18432)
-
-
-def is_ws_sip(p: bytes) -> bool:
-    n = len(p)
-    if n < 2 or p[0] & 0x70 or (p[0] & 0x0F) not in (1, 2):
-        return False
-    h, plen = 2, p[1] & 0x7F
-    if plen == 126:
-        if n < 4:
-            return False
-        plen, h = _be16(p, 2), 4
-    elif plen == 127:
-        if n < 10:
-            return False
-        plen, h = min(int.from_bytes(p[2:10], "big"), 0xFFFFFFFF), 10
-    key = None
-    if p[1] & 0x80:
-        if n - h < 4:
-            return False
-        key = p[h:h + 4]
-        h += 4
-    k = min(n - h, plen, 512)
-    data = p[h:h + k]
-    if key is not None:
-        data = bytes(b ^ key[i & 3] for i, b in enumerate(data))
-    return is_sip(data)
-
-
-def media_ports(sport: int, dport: int) -> bool:
-    return (sport >= 1024 and dport >= 1024 and sport not in MEDIA_DENY_PORTS
-            and dport not in MEDIA_DENY_PORTS)
-
-
-# ---------------------------------------------------------------- layers
-class _V:
-    """The mutable verdict of one frame (mirror of C's sx_verdict)."""
-
-    __slots__ = ("kind", "flags", "ipver", "trusted", "proto", "sport", "dport", "match",
-                 "src", "dst")
-
-    def __init__(self) -> None:
-        self.kind = OTHER
-        self.flags = 0
-        self.ipver = 0
-        self.trusted = 0
-        self.proto = -1
-        self.sport = 0
-        self.dport = 0
-        self.match = -1
-        self.src = bytes(16)
-        self.dst = bytes(16)
-
-
-def _udp_payload(p: bytes, v: _V) -> None:
-    if is_stun(p):
-        v.kind = STUN
-    elif is_sip(p):
-        v.kind = SIP
-    elif media_ports(v.sport, v.dport):
-        if is_rtcp(p):
-            v.kind = RTCP
-        elif is_rtp(p):
-            v.kind = RTP
-
-
-def _gre(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
-    if depth >= MAX_TUNNEL_DEPTH or end - off < 4:
-        return
-    fl, pt = _be16(f, off), _be16(f, off + 2)
-    if fl & 7:
-        return
-    hl = 4 + (4 if fl & 0xC000 else 0) + (4 if fl & 0x2000 else 0) + (4 if fl & 0x1000 else 0)
-    if end - off < hl:
-        return
-    off += hl
-    if pt in (0x0800, 0x86DD):
-        _l3(f, off, end, pt, depth + 1, v)
-        return
-    if pt == 0x88BE:
-        if fl & 0x1000:
-            if end - off < 8:
-                return
-            off += 8
-    elif pt == 0x22EB:
-        if end - off < 12:
-            return
-        eh = 20 if f[off + 11] & 1 else 12
-        if end - off < eh:
-            return
-        off += eh
-    elif pt != 0x6558:
-        return
-    if end - off < 14:
-        return
-    et = _be16(f, off + 12)
-    off += 14
-    i = 0
-    while i < MAX_VLAN_TAGS and et in VLAN_TPIDS:
-        if end - off < 4:
-            return
-        et = _be16(f, off + 2)
-        off += 4
-        i += 1
-    if et in (0x0800, 0x86DD):
-        _l3(f, off, end, et, depth + 1, v)
-
-
-def _ports(f: bytes, off: int, n: int, need: int, v: _V) -> bool:
-    """The ports of a transport header of at least *need* bytes; False (and BAD) when cut."""
-    if n < need:
-        v.flags |= F_BAD
-        return False
-    v.sport = _be16(f, off)
-    v.dport = _be16(f, off + 2)
-    return True
-
-
-def _l4(f: bytes, off: int, end: int, depth: int, v: _V) -> None:
-    n = end - off
-    proto = v.proto
-    if proto == 17:
-        if not _ports(f, off, n, 8, v):
-            return
-        ulen = _be16(f, off + 4)
-        plen = n - 8
-        if ulen >= 8 and ulen - 8 < plen:
-            plen = ulen - 8
-        _udp_payload(f[off + 8:off + 8 + plen], v)
-    elif proto == 6:
-        if not _ports(f, off, n, 20, v):
-            return
-        doff = (f[off + 12] >> 4) * 4
-        if doff < 20 or doff > n:
-            v.flags |= F_BAD
-            return
-        p = f[off + doff:end]
-        if is_sip(p):
-            v.kind = SIP
-        elif is_tls(p) or (p and (v.sport == 5061 or v.dport == 5061)):
-            v.kind = TLS
-        elif is_ws_sip(p):
-            v.kind = SIP
-    elif proto == 132:
-        if not _ports(f, off, n, 12, v):
-            return
-        q = 12
-        while n - q >= 4:
-            clen = _be16(f, off + q + 2)
-            if clen < 4 or clen > n - q:
-                return
-            if f[off + q] == 0:
-                if clen >= 16 and is_sip(f[off + q + 16:off + q + clen]):
-                    v.kind = SIP
-                return
-            q += (clen + 3) & ~3
-            if q > n:
-                return
-    elif proto == 47:
-        _gre(f, off, end, depth, v)
-
-
-def _l3(f: bytes, off: int, end: int, et: int, depth: int, v: _V) -> None:
-    n = end - off
-    v.kind = OTHER
-    v.sport = v.dport = 0
-    v.proto = -1
-    v.flags &= ~(F_NOT_IP | F_FRAG_FIRST | F_FRAG_LATER)
-    v.src = v.dst = bytes(16)
-    if et == 0x0800:
-        v.ipver = 4
-        if n < 20 or f[off] >> 4 != 4:
-            v.flags |= F_BAD
-            return
-        ihl = (f[off] & 0x0F) * 4
-        if ihl < 20 or ihl > n:
-            v.flags |= F_BAD
-            return
-        v.src = f[off + 12:off + 16] + bytes(12)
-        v.dst = f[off + 16:off + 20] + bytes(12)
-        v.proto = f[off + 9]
-        tot = _be16(f, off + 2)
-        if tot >= ihl:
-            if tot < n:
-                end = off + tot
-        elif tot != 0:
-            v.flags |= F_BAD
-            return
-        fo = _be16(f, off + 6)
-        if fo & 0x1FFF:
-            v.flags |= F_FRAG_LATER
-            return
-        if fo & 0x2000:
-            v.flags |= F_FRAG_FIRST
-        _l4(f, off + ihl, end, depth, v)
-        return
-    v.ipver = 6
-    if n < 40 or f[off] >> 4 != 6:
-        v.flags |= F_BAD
-        return
-    v.src = f[off + 8:off + 24]
-    v.dst = f[off + 24:off + 40]
-    plen = _be16(f, off + 4)
-    if plen and plen < n - 40:
-        end = off + 40 + plen
-    nh = f[off + 6]
-    q = off + 40
-    for _ in range(MAX_V6_EXT):
-        cur = nh
-        if cur not in _V6_EXT and cur != 51 and cur != 44:
-            break
-        if end - q < 8:  # every extension header is 8 bytes or more
-            v.proto = cur
-            v.flags |= F_BAD
-            return
-        nh = f[q]
-        if cur == 44:  # fragment: 8 bytes
-            fo = _be16(f, q + 2)
-            q += 8
-            if fo & 0xFFF8:
-                v.proto = nh
-                v.flags |= F_FRAG_LATER
-                return
-            if fo & 1:
-                v.flags |= F_FRAG_FIRST
-            continue
-        # AH counts 4-byte words minus 2, the others 8-byte words minus 1
-        hl = (f[q + 1] + 2) * 4 if cur == 51 else (f[q + 1] + 1) * 8
-        if hl > end - q:
-            v.proto = nh
-            v.flags |= F_BAD
-            return
-        q += hl
-    v.proto = nh
-    _l4(f, q, end, depth, v)
-
-
-#: bytes a frame of each known link type needs before its payload (raw IP: the version nibble)
-_LINK_HEADER = {LT_ETHERNET: 14, LT_SLL: 16, LT_SLL2: 20, LT_RAW: 1, LT_NULL: 4, LT_LOOP: 4,
-                LT_IPV4: 0, LT_IPV6: 0}
-
-
-def _parse(f: bytes, linktype: int) -> _V:
-    """The verdict of one frame, before the allowlist is consulted."""
-    v = _V()
-    n = len(f)
-    need = _LINK_HEADER.get(linktype)
-    if need is None:
-        v.flags = F_NOT_IP
-        return v
-    if n < need:
-        v.flags = F_NOT_IP | F_BAD
-        return v
-    off = need
-    if linktype == LT_ETHERNET:
-        et = _be16(f, 12)
-    elif linktype == LT_SLL:
-        et = _be16(f, 14)
-    elif linktype == LT_SLL2:
-        et = _be16(f, 0)
-    elif linktype == LT_RAW:
-        ver = f[0] >> 4
-        et, off = (0x0800 if ver == 4 else 0x86DD if ver == 6 else 0), 0
-    elif linktype == LT_NULL or linktype == LT_LOOP:
-        le = int.from_bytes(f[:4], "little")
-        fam = le if le < 256 else int.from_bytes(f[:4], "big")
-        et = 0x0800 if fam == 2 else 0x86DD if fam in (10, 24, 28, 30) else 0
-    else:
-        et = 0x0800 if linktype == LT_IPV4 else 0x86DD
-    i = 0
-    while i < MAX_VLAN_TAGS and et in VLAN_TPIDS:
-        if n - off < 4:
-            v.flags = F_NOT_IP | F_BAD
-            return v
-        et = _be16(f, off + 2)
-        off += 4
-        i += 1
-    if et != 0x0800 and et != 0x86DD:
-        v.flags = F_NOT_IP
-        return v
-    _l3(f, off, n, et, 0, v)
-    return v
-
-
-def _trust(cfg: Config, v: _V) -> None:
-    if cfg.table is None or v.ipver == 0 or (v.flags & F_BAD and v.proto < 0):
-        return
-    m = cfg.lookup(v.ipver, v.src)
-    if m < 0 or m >= len(cfg.values):
-        return
-    v.match = m
-    r = cfg.val_role[m]
-    if not cfg.role_kinds[r] & (1 << v.kind):
-        return
-    if v.proto not in (17, 6):
-        return
-    for lo, hi, proto in cfg.role_ports[r]:
-        if proto == v.proto and lo <= v.sport <= hi:
-            v.trusted = 1
-            return
+    KINDS, OTHER, SIP, RTP, RTCP, STUN, TLS, UDPTL, F_FRAG_FIRST, F_FRAG_LATER, F_NOT_IP, F_BAD,
+    ROLE_KINDS, ANY_ROLE_KINDS, ALL_EDGES, MAX_VALUES, linktype_error, check_linktype,
+    frame_bytes, byte_view, Config, code_of, addr_text, proto_name, fragment_name, verdict_repr,
+    FrameInfo, Report, capture_error, PROGRESS_FRAMES, NOT_REGULAR, check_path, FlowLimits,
+    flow_limits, frame_info, open_capture_fd)
+from .frame import (  # noqa: F401  (the per-frame rules, re-exported)
+    LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2, MAX_VLAN_TAGS,
+    MAX_V6_EXT, MAX_TUNNEL_DEPTH, VLAN_TPIDS, MEDIA_DENY_PORTS, METHODS, _be16, is_sip, is_stun,
+    is_rtcp, is_rtp, is_tls, is_ws_sip, media_ports, _V, _udp_payload, _gre, _ports, _l4, _l3,
+    _LINK_HEADER, _parse, _trust, trusted_as)
 
 
 class Verdict:
@@ -542,16 +140,69 @@ class _CapErr(Exception):
         self.msg, self.off, self.val = msg, off, val
 
 
+class _MemReader:
+    """read(n) over a buffer held in memory."""
+
+    def __init__(self, buf: Any) -> None:
+        self.mv = byte_view(buf)
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        b = bytes(self.mv[self.pos:self.pos + n])
+        self.pos += len(b)
+        return b
+
+
+class _FileReader:
+    """read(n) over a file descriptor: reads, never maps, so a file that
+    shrinks under the reader ends early (an error naming the offset), never SIGBUS."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        parts = []
+        got = 0
+        while got < n:
+            try:
+                b = os.read(self.fd, min(n - got, 1 << 20))
+            except InterruptedError:  # pragma: no cover - retried by Python itself
+                continue
+            except OSError as e:
+                raise _CapErr("read error on the capture file", self.pos + got, e.errno or 0)
+            if not b:
+                size = os.fstat(self.fd).st_size
+                if size < self.pos + got:
+                    raise _CapErr("the capture file shrank while it was read (value: its size now)",
+                                  self.pos + got, size)
+                break
+            parts.append(b)
+            got += len(b)
+        out = b"".join(parts)
+        self.pos += len(out)
+        return out
+
+
+MAX_BLOCK = MAX_FRAME + 65536
+
+
 def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
     """(linktype, frame bytes, offset after the record) of each frame of a
     pcap/pcapng image; _CapErr on errors."""
-    mv = byte_view(buf)
-    n = len(mv)
+    return iter_reader(_MemReader(buf))
+
+
+def iter_reader(rd: Any) -> Iterator[tuple[int, bytes, int]]:
+    """As iter_capture, over anything with read(n) (fewer bytes only at the end)."""
+    head = rd.read(28)
+    n = len(head)
     if n < 4:
         raise _CapErr("file too short for a pcap or pcapng header", 0, n)
-    magic = int.from_bytes(mv[:4], "little")
+    magic = int.from_bytes(head[:4], "little")
     if magic == 0x0A0D0D0A:
-        yield from _iter_pcapng(mv)
+        _pcapng_shb(head, 0)
+        yield from _iter_pcapng(rd, head)
         return
     if magic in (0xA1B2C3D4, 0xA1B23C4D):
         e = "<"
@@ -561,23 +212,33 @@ def iter_capture(buf: Any) -> Iterator[tuple[int, bytes, int]]:
         raise _CapErr("not a pcap or pcapng file (unknown magic number)", 0, magic)
     if n < 24:
         raise _CapErr("truncated pcap file header (24 bytes needed)", 0, n)
-    major = struct.unpack_from(e + "H", mv, 4)[0]
+    major = struct.unpack_from(e + "H", head, 4)[0]
     if major != 2:
         raise _CapErr("unsupported pcap major version", 4, major)
-    linktype = struct.unpack_from(e + "I", mv, 20)[0] & 0xFFFF
+    linktype = struct.unpack_from(e + "I", head, 20)[0] & 0xFFFF
     off = 24
+    pending = head[24:]
     hdr = struct.Struct(e + "II")
-    while off != n:
-        if n - off < 16:
-            raise _CapErr("truncated pcap record header", off, n - off)
-        incl, _orig = hdr.unpack_from(mv, off + 8)
+    while True:
+        rec = pending + rd.read(16 - len(pending)) if len(pending) < 16 else pending[:16]
+        rest = pending[16:] if len(pending) > 16 else b""
+        pending = b""
+        if not rec:
+            return
+        if len(rec) < 16:
+            raise _CapErr("truncated pcap record header", off, len(rec))
+        incl, _orig = hdr.unpack_from(rec, 8)
         if incl > MAX_FRAME:
             raise _CapErr("pcap record length over the limit of 16 MiB", off + 8, incl)
-        if incl > n - off - 16:
+        data = rest[:incl]
+        pending = rest[incl:]
+        if len(data) < incl:
+            data += rd.read(incl - len(data))
+        if len(data) < incl:
             raise _CapErr("truncated pcap record (captured length past the end of the file)",
                           off + 8, incl)
         off += 16 + incl
-        yield linktype, bytes(mv[off - incl:off]), off
+        yield linktype, data, off
 
 
 def _pcapng_shb(mv: Any, off: int) -> str:
@@ -597,36 +258,55 @@ def _pcapng_shb(mv: Any, off: int) -> str:
     return e
 
 
-def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
-    _pcapng_shb(mv, 0)
-    n = len(mv)
+def _iter_pcapng(rd: Any, pending: bytes) -> Iterator[tuple[int, bytes, int]]:
     off = 0
     e = "<"
     ifs: list[int] = []
-    while off != n:
-        if n - off < 12:
-            raise _CapErr("truncated pcapng block header", off, n - off)
-        btype = int.from_bytes(mv[off:off + 4], "little")
+
+    def take(have: bytes, k: int) -> bytes:
+        """*have* topped up from pending bytes, then the reader, to k bytes."""
+        nonlocal pending
+        if len(have) < k and pending:
+            t = k - len(have)
+            have, pending = have + pending[:t], pending[t:]
+        if len(have) < k:
+            have += rd.read(k - len(have))
+        return have
+
+    while True:
+        blk = take(b"", 12)
+        if not blk:
+            return
+        if len(blk) < 12:
+            raise _CapErr("truncated pcapng block header", off, len(blk))
+        btype = int.from_bytes(blk[:4], "little")
         if btype == 0x0A0D0D0A:
-            e = _pcapng_shb(mv, off)
+            blk = take(blk, 28)
+            e = _pcapng_shb(blk, 0)
             ifs = []
-        blen = struct.unpack_from(e + "I", mv, off + 4)[0]
+        blen = struct.unpack_from(e + "I", blk, 4)[0]
         if blen < 12 or blen & 3:
             raise _CapErr("bad pcapng block length (under 12 or not a multiple of 4)",
                           off + 4, blen)
-        if blen > n - off:
+        if blen > MAX_BLOCK:
+            raise _CapErr("pcapng block length over the limit of 16 MiB + 64 KiB", off + 4, blen)
+        if len(blk) > blen:  # an SHB shorter than the 28 bytes read: give them back
+            pending = blk[blen:] + pending
+            blk = blk[:blen]
+        blk = take(blk, blen)
+        if len(blk) < blen:
             raise _CapErr("truncated pcapng block (length past the end of the file)", off + 4, blen)
         if btype == 0x0A0D0D0A and blen < 28:
             raise _CapErr("pcapng section header block too short (28 bytes at least)", off + 4,
                           blen)
-        tail = struct.unpack_from(e + "I", mv, off + blen - 4)[0]
+        tail = struct.unpack_from(e + "I", blk, blen - 4)[0]
         if tail != blen:
             raise _CapErr("pcapng block length at the end of the block differs from the start",
                           off + blen - 4, tail)
         start = off
         off += blen
         if btype != 0x0A0D0D0A:
-            btype = struct.unpack_from(e + "I", mv, start)[0]
+            btype = struct.unpack_from(e + "I", blk, 0)[0]
         body = blen - 12
         if btype == 1:
             if blen < 20:
@@ -634,55 +314,28 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
             if len(ifs) >= MAX_IF:
                 raise _CapErr("too many pcapng interfaces in one section (limit 1024)", start,
                               len(ifs))
-            ifs.append(struct.unpack_from(e + "H", mv, start + 8)[0])
+            ifs.append(struct.unpack_from(e + "H", blk, 8)[0])
         elif btype in (6, 2):
             if body < 20:
                 raise _CapErr("pcapng packet block too short", start + 4, blen)
             if btype == 6:
-                ifc = struct.unpack_from(e + "I", mv, start + 8)[0]
+                ifc = struct.unpack_from(e + "I", blk, 8)[0]
             else:
-                ifc = struct.unpack_from(e + "H", mv, start + 8)[0]
-            incl = struct.unpack_from(e + "I", mv, start + 20)[0]
+                ifc = struct.unpack_from(e + "H", blk, 8)[0]
+            incl = struct.unpack_from(e + "I", blk, 20)[0]
             if ifc >= len(ifs):
                 raise _CapErr("pcapng packet block names an undeclared interface", start + 8, ifc)
             if incl > body - 20:
                 raise _CapErr("pcapng captured length past the end of its block", start + 20, incl)
-            yield ifs[ifc], bytes(mv[start + 28:start + 28 + incl]), off
+            yield ifs[ifc], blk[28:28 + incl], off
         elif btype == 3:
             if body < 4:
                 raise _CapErr("pcapng simple packet block too short", start + 4, blen)
             if not ifs:
                 raise _CapErr("pcapng simple packet block before any interface", start, 0)
-            orig = struct.unpack_from(e + "I", mv, start + 8)[0]
+            orig = struct.unpack_from(e + "I", blk, 8)[0]
             incl = min(body - 4, orig)
-            yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
-
-
-def open_capture(path: str) -> tuple[Any, Callable[[], None]]:
-    """Map *path* read-only: (buffer, close). CaptureError when it cannot be read."""
-    path = os.fspath(path)
-    check_path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as e:
-        raise CaptureError(f"{path}: cannot open capture: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            why = os.strerror(errno.EISDIR) if stat.S_ISDIR(st.st_mode) else NOT_REGULAR
-            raise CaptureError(f"{path}: cannot open capture: {why}")
-        size = st.st_size
-        if size == 0:
-            return b"", lambda: None
-        m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-    except OSError as e:
-        raise CaptureError(f"{path}: cannot map capture: {e.strerror}") from None
-    except ValueError as e:
-        raise CaptureError(f"{path}: cannot map capture: {e}") from None
-    finally:
-        os.close(fd)
-    return m, m.close
+            yield ifs[0], blk[12:12 + incl], off
 
 
 # ---------------------------------------------------------------- the classifier
@@ -715,44 +368,167 @@ class Classifier:
         v = self._verdict(frame_bytes(frame), check_linktype(linktype))
         return code_of(v.kind, v.trusted, v.flags, v.match)
 
-    def _run(self, buf: Any, source: str, frames: bool,
-             progress: Optional[Callable[[int, int], None]]) -> Report:
+    def frame_info(self, number: int, code: int) -> FrameInfo:
+        """FrameInfo of frame *number* (1-based) from its code."""
+        return frame_info(self._cfg, number, code)
+
+    def _codes(self, rd: Any, source: str, flows: bool, limits: FlowLimits,
+               progress: Optional[Callable[[int, int], None]], total: int,
+               counts: list) -> Iterator[int]:
+        """Final codes in capture order; counts filled as they come out."""
         cfg = self._cfg
         width = len(cfg.edges) + 1
-        counts = [0] * (len(KINDS) * 2 * width)
-        codes: Any = [] if frames else None
-        buf = byte_view(buf)
-        total = len(buf)
         k = 0
         try:
-            for linktype, f, pos in iter_capture(buf):
-                v = self._verdict(f, linktype)
-                slot = cfg.val_edge[v.match] + 1 if v.match >= 0 else 0
-                counts[(v.kind * 2 + v.trusted) * width + slot] += 1
-                if codes is not None:
-                    codes.append(code_of(v.kind, v.trusted, v.flags, v.match))
+            if not flows:
+                for linktype, f, pos in iter_reader(rd):
+                    v = self._verdict(f, linktype)
+                    slot = cfg.val_edge[v.match] + 1 if v.match >= 0 else 0
+                    counts[(v.kind * 2 + v.trusted) * width + slot] += 1
+                    k += 1
+                    if progress is not None and k % PROGRESS_FRAMES == 0:
+                        progress(pos, total)
+                    yield code_of(v.kind, v.trusted, v.flags, v.match)
+                return
+            from .flow import Flows, flow_classify, relabel_code
+
+            t = Flows(*limits)
+            w = t.window
+            ring: dict = {}
+            emitted = 0
+
+            def emit(i: int) -> int:
+                c = ring.pop(i % w)
+                slot = cfg.val_edge[(c >> 8) - 1] + 1 if (c >> 8) else 0
+                counts[((c & 7) * 2 + ((c >> 3) & 1)) * width + slot] += 1
+                return c
+
+            for linktype, f, pos in iter_reader(rd):
+                if k - emitted >= w:
+                    yield emit(emitted)
+                    emitted += 1
+                v, rl = flow_classify(cfg, t, f, linktype)
+                ring[k % w] = code_of(v.kind, v.trusted, v.flags, v.match)
+                for i in rl:
+                    ring[i % w] = relabel_code(cfg, ring[i % w], v.sport)
                 k += 1
                 if progress is not None and k % PROGRESS_FRAMES == 0:
                     progress(pos, total)
+            while emitted < k:
+                yield emit(emitted)
+                emitted += 1
         except _CapErr as e:
             raise capture_error(source, e.msg, e.off, e.val) from None
-        if codes is not None:
-            import array
 
-            codes = array.array("I", codes)
-        return Report(source, k, counts, cfg, codes)
+    def _run(self, rd: Any, source: str, frames: bool,
+             progress: Optional[Callable[[int, int], None]], total: int, flows: bool,
+             limits: FlowLimits) -> Report:
+        import array
+
+        cfg = self._cfg
+        counts = [0] * (len(KINDS) * 2 * (len(cfg.edges) + 1))
+        gen = self._codes(rd, source, flows, limits, progress, total, counts)
+        if frames:
+            codes: Any = array.array("I", gen)
+            n = len(codes)
+        else:
+            codes = None
+            n = 0
+            for _ in gen:
+                n += 1
+        return Report(source, n, counts, cfg, codes)
 
     def classify_buffer(self, buf: Any, frames: bool = False,
                         progress: Optional[Callable[[int, int], None]] = None,
-                        source: str = "<buffer>") -> Report:
-        """Classify every frame of a pcap/pcapng image held in memory."""
-        return self._run(buf, source, frames, progress)
+                        source: str = "<buffer>", flows: bool = False,
+                        limits: FlowLimits = FlowLimits()) -> Report:
+        """Classify every frame of a pcap/pcapng image held in memory
+        (``flows=True``: the flow mode, see sipedge._py.flow)."""
+        rd = _MemReader(buf)
+        return self._run(rd, source, frames, progress, len(rd.mv), flows, flow_limits(limits))
 
-    def classify_pcap(self, path: str, frames: bool = False,
-                      progress: Optional[Callable[[int, int], None]] = None) -> Report:
-        """Classify every frame of a pcap or pcapng file (memory-mapped)."""
-        buf, close = open_capture(path)
+    def classify_pcap(self, path: Any, frames: bool = False,
+                      progress: Optional[Callable[[int, int], None]] = None,
+                      flows: bool = False, limits: FlowLimits = FlowLimits()) -> Report:
+        """Classify every frame of a pcap or pcapng file, read in chunks
+        (``flows=True``: the flow mode, see sipedge._py.flow)."""
+        fd = open_capture_fd(path)
         try:
-            return self._run(buf, os.fspath(path), frames, progress)
+            total = os.fstat(fd).st_size
+            return self._run(_FileReader(fd), os.fspath(path), frames, progress, total, flows,
+                             flow_limits(limits))
         finally:
-            close()
+            os.close(fd)
+
+    def iter_pcap(self, path: Any, flows: bool = True, limits: FlowLimits = FlowLimits(),
+                  chunk: int = 65536) -> "FrameStream":
+        """The frame codes of a capture as they come, in arrays of up to
+        *chunk* codes, with constant memory; ``.report`` once exhausted."""
+        return FrameStream(self, path, flows, flow_limits(limits), chunk)
+
+    def flow_session(self, limits: FlowLimits = FlowLimits()) -> "FlowSession":
+        """Flow mode over frames fed one by one (a live tap)."""
+        return FlowSession(self._cfg, flow_limits(limits))
+
+
+class FrameStream:
+    """Iterator of code arrays (see Classifier.iter_pcap); ``report`` at the end."""
+
+    def __init__(self, clf: Classifier, path: Any, flows: bool, limits: FlowLimits,
+                 chunk: int) -> None:
+        import array
+
+        self.report: Optional[Report] = None
+        fd = open_capture_fd(path)
+        cfg = clf._cfg
+        counts = [0] * (len(KINDS) * 2 * (len(cfg.edges) + 1))
+
+        def gen() -> Iterator[Any]:
+            n = 0
+            try:
+                buf = array.array("I")
+                for c in clf._codes(_FileReader(fd), os.fspath(path), flows, limits, None, 0,
+                                    counts):
+                    buf.append(c)
+                    if len(buf) >= chunk:
+                        n += len(buf)
+                        yield buf
+                        buf = array.array("I")
+                if buf:
+                    n += len(buf)
+                    yield buf
+                self.report = Report(os.fspath(path), n, counts, cfg, None)
+            finally:
+                os.close(fd)
+
+        self._gen = gen()
+
+    def __iter__(self) -> "FrameStream":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._gen)
+
+
+class FlowSession:
+    """Flow mode over frames fed one by one: ``classify(frame)`` gives the
+    verdict now; ``relabelled`` lists the earlier frames (1-based numbers)
+    that this frame confirmed as RTP."""
+
+    def __init__(self, cfg: Config, limits: FlowLimits) -> None:
+        from .flow import Flows
+
+        self._cfg = cfg
+        self._t = Flows(*limits)
+        self.relabelled: tuple = ()
+
+    @property
+    def frames(self) -> int:
+        return self._t.frame
+
+    def classify(self, frame: Any, linktype: int = 1) -> Verdict:
+        from .flow import flow_classify
+
+        v, rl = flow_classify(self._cfg, self._t, frame_bytes(frame), check_linktype(linktype))
+        self.relabelled = tuple(i + 1 for i in rl)
+        return Verdict(v, self._cfg)

@@ -22,12 +22,12 @@ from ._common import F_BAD as BAD
 from ._common import F_FRAG_FIRST as FRAG_FIRST
 from ._common import F_FRAG_LATER as FRAG_LATER
 from ._common import F_NOT_IP as NOT_IP
-from ._common import KINDS, FrameInfo, Report
+from ._common import KINDS, FlowLimits, FrameInfo, Report
 
 if TYPE_CHECKING:  # the native module's stub describes both implementations
     from .._classify import Classifier, Verdict
 
-__all__ = ["Classifier", "Verdict", "Report", "FrameInfo", "KINDS",
+__all__ = ["Classifier", "Verdict", "Report", "FrameInfo", "FlowLimits", "KINDS",
            "FRAG_FIRST", "FRAG_LATER", "NOT_IP", "BAD"]
 
 

@@ -10,17 +10,20 @@ configuration a Classifier derives (:class:`Config`), the frame code layout
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import mmap
 import operator
+import os
 import socket
+import stat
 from bisect import bisect_right
 from typing import Any, Iterator, NamedTuple, Optional
 
 from ..errors import AllowlistError, CaptureError, InputError
 
-KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
-OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
+KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls", "udptl")
+OTHER, SIP, RTP, RTCP, STUN, TLS, UDPTL = range(7)
 
 #: flag bits of Verdict.flags and of the per-frame codes (bits 4-7); csrc/classify.h
 #: defines the same values for C (tests/test_classify.py checks they agree)
@@ -32,9 +35,9 @@ F_BAD = 8
 
 ROLE_KINDS = {
     "signaling": (1 << SIP) | (1 << TLS),
-    "media": (1 << RTP) | (1 << RTCP) | (1 << STUN),
+    "media": (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << UDPTL),
 }
-ANY_ROLE_KINDS = (1 << SIP) | (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << TLS)
+ANY_ROLE_KINDS = (1 << SIP) | (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << TLS) | (1 << UDPTL)
 ALL_EDGES = "*"
 
 
@@ -273,3 +276,54 @@ def check_path(path: Any) -> None:
     """CaptureError for a path with a NUL byte (no file has such a name)."""
     if ("\0" if isinstance(path, str) else b"\0") in path:
         raise CaptureError(f"{path!r}: cannot open capture: the path contains a NUL byte")
+
+
+# ---------------------------------------------------------------- capture files, flow mode
+def open_capture_fd(path: Any) -> int:
+    """Open *path* for reading: its descriptor. CaptureError when it cannot be
+    read or is not a regular file (both implementations open captures this way:
+    they read it in chunks, never map it, so a file that shrinks meanwhile is a
+    CaptureError naming the offset, not SIGBUS)."""
+    path = os.fspath(path)
+    check_path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot open capture: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            why = os.strerror(errno.EISDIR) if stat.S_ISDIR(st.st_mode) else NOT_REGULAR
+            raise CaptureError(f"{path}: cannot open capture: {why}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def frame_info(cfg: Config, number: int, c: int) -> FrameInfo:
+    """FrameInfo of frame *number* (1-based) from its code."""
+    m = (c >> 8) - 1
+    return FrameInfo(number, KINDS[c & 7], bool(c & 8), cfg.role_of(m), cfg.edge_of(m),
+                     fragment_name((c >> 4) & 15), (c >> 4) & 15)
+
+
+class FlowLimits(NamedTuple):
+    """Bounds of the flow mode: flow entries, SDP announcements, and how many
+    frames later a first RTP packet can still be re-labelled."""
+    max_flows: int = 65536
+    max_anns: int = 16384
+    window: int = 65536
+
+
+def flow_limits(x: Any) -> FlowLimits:
+    """FlowLimits from a FlowLimits, a tuple or a mapping; InputError for
+    anything but positive integers (up to 2**32 flows or announcements)."""
+    lim = FlowLimits(**x) if isinstance(x, dict) else FlowLimits(*x)
+    for name, val in zip(lim._fields, lim):
+        if type(val) is not int or not 1 <= val <= (1 << 32):
+            raise InputError(f"flow limit {name}={val!r}: a whole number from 1 to 4294967296")
+    return lim
+
+

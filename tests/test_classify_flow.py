@@ -1,0 +1,308 @@
+"""Flow mode: SDP-announced flows (T.38 UDPTL is not RTP), RTP confirmed by
+sequence progression, strict RTCP, SIP split over TCP/SCTP segments, bounded
+tables; the native flow mode against the twin on random captures."""
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sipedge import _impl
+from classify_util import allowlist, pcap_bytes, rtcp_payload
+
+from conftest import IMPLEMENTATIONS
+
+MAC = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01"
+
+
+def _ip4(a: str) -> bytes:
+    return bytes(int(x) for x in a.split("."))
+
+
+def udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
+    u = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(u), 0, 0, 64, 17, 0, _ip4(src),
+                     _ip4(dst))
+    return MAC + b"\x08\x00" + ip + u
+
+
+def tcp(src: str, sport: int, dst: str, dport: int, seq: int, payload: bytes) -> bytes:
+    t = struct.pack(">HHIIBBHHH", sport, dport, seq, 0, 0x50, 0x18, 65535, 0, 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(t), 0, 0, 64, 6, 0, _ip4(src),
+                     _ip4(dst))
+    return MAC + b"\x08\x00" + ip + t
+
+
+def sctp_data(src: str, sport: int, dst: str, dport: int, flags: int, tsn: int,
+              payload: bytes) -> bytes:
+    chunk = struct.pack(">BBHIHHI", 0, flags, 16 + len(payload), tsn, 0, 0, 3) + payload
+    chunk += b"\0" * (-len(chunk) % 4)
+    s = struct.pack(">HHII", sport, dport, 0, 0) + chunk
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(s), 0, 0, 64, 132, 0, _ip4(src),
+                     _ip4(dst))
+    return MAC + b"\x08\x00" + ip + s
+
+
+def rtp(seq: int, ts: int = 0, ssrc: int = 0x1234, pt: int = 8, body: int = 40) -> bytes:
+    return struct.pack(">BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + b"\xd5" * body
+
+
+def sdp(addr: str, media: str) -> bytes:
+    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
+            f"{media}\r\n").encode()
+
+
+def sip(first: str, body: bytes = b"", extra: str = "") -> bytes:
+    head = (f"{first}\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-1\r\n"
+            f"Call-ID: t38@example.com\r\nCSeq: 1 INVITE\r\n{extra}"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+UAC, GW = "192.0.2.10", "198.51.100.5"
+INVITE = "INVITE sip:+15005550006@198.51.100.5 SIP/2.0"
+OK = "SIP/2.0 200 OK"
+
+
+def t38_call() -> list[bytes]:
+    """An audio call re-INVITEd to T.38: the UDPTL datagrams look like RTP."""
+    f = [udp(UAC, 5060, GW, 5060, sip(INVITE, sdp(UAC, "m=audio 20000 RTP/AVP 8"))),
+         udp(GW, 5060, UAC, 5060, sip(OK, sdp(GW, "m=audio 30000 RTP/AVP 8")))]
+    for i in range(5):
+        f.append(udp(UAC, 20000, GW, 30000, rtp(100 + i, 160 * i)))
+        f.append(udp(GW, 30000, UAC, 20000, rtp(500 + i, 160 * i, ssrc=0x99)))
+    f.append(udp(UAC, 5060, GW, 5060, sip(INVITE, sdp(UAC, "m=image 20000 udptl t38"))))
+    f.append(udp(GW, 5060, UAC, 5060, sip(OK, sdp(GW, "m=image 30000 udptl t38"))))
+    for i in range(6):  # UDPTL: sequence number 0x8000 + i, then an IFP: bytes 0 and 1 look v2
+        f.append(udp(GW, 30000, UAC, 20000, struct.pack(">H", 0x8000 + i) + b"\x06\xc0\x01\x80"
+                     + bytes(range(12))))
+    return f
+
+
+@pytest.fixture
+def clf(impl):
+    return impl("classify").Classifier(allowlist())
+
+
+def kinds(clf, frames, **kw):
+    rep = clf.classify_buffer(pcap_bytes(frames), frames=True, **kw)
+    return [f.kind for f in rep.iter_frames()]
+
+
+def test_t38_is_udptl_not_rtp(clf):
+    frames = t38_call()
+    stateless = kinds(clf, frames)
+    flow = kinds(clf, frames, flows=True)
+    assert stateless[-6:] == ["rtp"] * 6  # per frame, UDPTL cannot be told from RTP
+    assert flow[-6:] == ["udptl"] * 6
+    assert flow[2:12] == ["rtp"] * 10 and flow[:2] == ["sip", "sip"]
+    rep = clf.classify_buffer(pcap_bytes(frames), flows=True)
+    assert rep.counts[("udptl", True, "*")] == 6  # media role sends udptl from its ports
+
+
+def test_unannounced_rtp_confirmed_by_progression(clf):
+    a = [udp(UAC, 40000, GW, 40002, rtp(10 + i, 160 * i)) for i in range(3)]
+    assert kinds(clf, a, flows=True) == ["rtp"] * 3  # the first two re-labelled
+    assert kinds(clf, a[:2], flows=True) == ["other"] * 2
+    jumpy = [udp(UAC, 40000, GW, 40002, rtp(s, 0, ssrc=s)) for s in (7, 9000, 300)]
+    assert kinds(clf, jumpy, flows=True) == ["other"] * 3
+    assert kinds(clf, jumpy) == ["rtp"] * 3
+    backwards = [udp(UAC, 40000, GW, 40002, rtp(10 + i, 1000 - 160 * i)) for i in range(3)]
+    assert kinds(clf, backwards, flows=True) == ["other"] * 3
+
+
+def test_relabel_window(clf):
+    noise = udp(UAC, 1, GW, 2, b"x")
+    a = [udp(UAC, 40000, GW, 40002, rtp(10 + i, 160 * i)) for i in range(3)]
+    frames = [a[0], noise, noise, a[1], a[2]]
+    lim = dict(max_flows=64, max_anns=64, window=4)
+    # frame 1 is 4 frames behind the confirming frame 5: out of the window, stays other
+    assert kinds(clf, frames, flows=True, limits=lim) == ["other"] * 3 + ["rtp"] * 2
+    lim["window"] = 5
+    assert kinds(clf, frames, flows=True, limits=lim) == ["rtp", "other", "other", "rtp", "rtp"]
+
+
+def test_flow_session_reports_relabelled(impl):
+    s = impl("classify").Classifier(allowlist()).flow_session()
+    got = []
+    for i in range(4):
+        v = s.classify(udp(UAC, 40000, GW, 40002, rtp(10 + i, 160 * i)))
+        got.append((v.kind, s.relabelled))
+    assert got == [("other", ()), ("other", ()), ("rtp", (1, 2)), ("rtp", ())]
+    assert s.frames == 4
+
+
+def test_rtcp_strict_unless_announced(clf):
+    good = struct.pack(">BBHI", 0x80, 200, 6, 0x1234) + bytes(20) + struct.pack(">BBHI", 0x80, 201,
+                                                                                1, 0x1234)
+    stray = good + b"\0\0"  # 2 bytes after the compound: RFC 3550 A.2 says invalid
+    frames = [udp(UAC, 40001, GW, 40003, good), udp(UAC, 40001, GW, 40003, stray)]
+    assert kinds(clf, frames) == ["rtcp", "rtcp"]
+    assert kinds(clf, frames, flows=True) == ["rtcp", "other"]
+    ann = [udp(GW, 5060, UAC, 5060, sip(OK, sdp(GW, "m=audio 40002 RTP/AVP 0")))]
+    assert kinds(clf, ann + frames, flows=True) == ["sip", "rtcp", "rtcp"]  # 40003 = 40002 + 1
+    mux = [udp(GW, 5060, UAC, 5060, sip(OK, sdp(GW, "m=audio 40002 RTP/AVP 0\r\na=rtcp-mux"))),
+           udp(UAC, 40002, GW, 40002, stray), udp(UAC, 40003, GW, 40003, stray)]
+    assert kinds(clf, mux, flows=True) == ["sip", "rtcp", "other"]
+
+
+def test_udp_keepalive_is_not_sip_in_flow_mode(clf):
+    frames = [udp(UAC, 5061, GW, 5060, b"\r\n"), udp(UAC, 5061, GW, 5060, b"\r\n\r\n")]
+    assert kinds(clf, frames) == ["sip", "sip"]
+    assert kinds(clf, frames, flows=True) == ["other", "other"]
+
+
+def test_tcp_sip_split_over_segments(clf):
+    body = sdp(UAC, "m=image 20000 udptl t38") + b"a=" + b"x" * 1500 + b"\r\n"
+    msg = sip(INVITE, body)
+    cut = 600
+    frames = [tcp(UAC, 5060, GW, 5060, 1000, msg[:cut]),
+              tcp(UAC, 5060, GW, 5060, 1000 + cut, msg[cut:1200]),
+              tcp(UAC, 5060, GW, 5060, 1000 + cut, msg[cut:1200]),  # retransmission
+              tcp(UAC, 5060, GW, 5060, 1200 + 1000, msg[1200:]),
+              tcp(UAC, 5060, GW, 5060, 1000 + len(msg), sip(OK))]
+    assert kinds(clf, frames) == ["sip", "other", "other", "other", "sip"]
+    assert kinds(clf, frames, flows=True) == ["other", "other", "other", "sip", "sip"]
+    # the SDP in the first segment announced UDPTL at the uac's port 20000
+    frames.append(udp(GW, 30000, UAC, 20000, rtp(1)))
+    assert kinds(clf, frames, flows=True)[-1] == "udptl"
+
+
+def test_sctp_sip_fragments(clf):
+    msg = sip(INVITE, sdp(UAC, "m=audio 20000 RTP/AVP 8"))
+    frames = [sctp_data(UAC, 5060, GW, 5060, 0x02, 1, msg[:100]),
+              sctp_data(UAC, 5060, GW, 5060, 0x00, 2, msg[100:200]),
+              sctp_data(UAC, 5060, GW, 5060, 0x01, 3, msg[200:]),
+              sctp_data(UAC, 5060, GW, 5060, 0x03, 4, sip(OK))]
+    assert kinds(clf, frames) == ["sip", "other", "other", "sip"]
+    assert kinds(clf, frames, flows=True) == ["other", "other", "sip", "sip"]
+
+
+def test_sdp_parsing_rules():
+    from sipedge._py.flow import A_RTCP, A_RTP, A_UDPTL, Flows, _parse_ip6
+
+    t = Flows()
+    t.sdp_scan(b"v=0\r\nc=IN IP4 192.0.2.1/127\r\nm=audio 5004/2 RTP/SAVPF 0\r\na=rtcp:6000\r\n"
+               b"m=image 0 udptl t38\r\nm=video 7000 RTP/AVP 96\r\nc=IN IP6 2001:db8::1\r\n"
+               b"m=image 8000 UDP/UDPTL t38\r\nc=IN IP4 192.0.2.2\r\n m=audio $ RTP/AVP 0\r\n")
+    a = _ip4("192.0.2.1")
+    assert t.ann_find(4, a, 5004) == A_RTP and t.ann_find(4, a, 6000) == A_RTCP
+    assert t.ann_find(4, a, 5005) == 0 and t.ann_find(4, a, 0) == 0
+    assert t.ann_find(4, _ip4("192.0.2.2"), 8000) == A_UDPTL  # its media-level c=
+    assert t.ann_find(4, a, 8000) == 0
+    v6 = _parse_ip6(b"2001:db8::1")
+    assert t.ann_find(6, v6, 7000) == A_RTP and t.ann_find(6, v6, 7001) == A_RTCP
+    assert t.ann_find(4, a, 7000) == 0  # media-level c= (IPv6) replaced the session's
+    assert _parse_ip6(b"2001:db8::1") == bytes.fromhex("20010db8000000000000000000000001")
+    assert _parse_ip6(b"::") == bytes(16) and _parse_ip6(b"1::2::3") is None
+    assert _parse_ip6(b"1:2:3:4:5:6:7:8") == bytes.fromhex("00010002000300040005000600070008")
+    assert _parse_ip6(b":1::") is None and _parse_ip6(b"1:2:3:4:5:6:7:8:9") is None
+
+
+def test_tables_are_bounded_and_evict(impl):
+    from sipedge._py.flow import Flows
+
+    clf = impl("classify").Classifier(allowlist())
+    # 64 interleaved RTP flows through a table of 8 entries: each flow is evicted
+    # before its next packet, so none is ever confirmed
+    frames = [udp(UAC, 40000 + 2 * k, GW, 50000, rtp(i, 160 * i)) for i in range(3)
+              for k in range(64)]
+    lim = dict(max_flows=8, max_anns=8, window=1 << 16)
+    assert set(kinds(clf, frames, flows=True, limits=lim)) == {"other"}
+    assert set(kinds(clf, frames, flows=True)) == {"rtp"}
+    assert Flows(max_flows=5).nsets * 4 == 8
+
+
+def test_iter_pcap_equals_classify_pcap(impl, tmp_path):
+    clf = impl("classify").Classifier(allowlist())
+    frames = t38_call() * 3 + [udp(UAC, 40000, GW, 40002, rtp(i, 160 * i)) for i in range(9)]
+    p = tmp_path / "c.pcap"
+    p.write_bytes(pcap_bytes(frames))
+    for flows in (True, False):
+        rep = clf.classify_pcap(str(p), frames=True, flows=flows)
+        st_ = clf.iter_pcap(str(p), flows=flows, chunk=7)
+        chunks = list(st_)
+        assert max(len(c) for c in chunks) <= 7
+        assert [c for ch in chunks for c in ch] == list(rep.codes)
+        assert st_.report.counts == rep.counts and st_.report.frames == rep.frames == len(frames)
+        rb = clf.classify_buffer(p.read_bytes(), frames=True, flows=flows)
+        assert list(rb.codes) == list(rep.codes)
+
+
+# ------------------------------------------------------------------ native vs twin
+AL = allowlist()
+PY = _impl.python("classify").Classifier(AL)
+NAT = _impl.native("classify").Classifier(AL) if "native" in IMPLEMENTATIONS else None
+ADDRS = [UAC, GW, "198.51.100.6", "203.0.113.7"]
+PORTS = [5060, 20000, 20001, 30000, 30001, 40000, 53]
+
+
+@st.composite
+def frame_strategy(draw):
+    a, b = draw(st.sampled_from(ADDRS)), draw(st.sampled_from(ADDRS))
+    sp, dp = draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS))
+    k = draw(st.integers(0, 7))
+    if k == 0:
+        media = draw(st.sampled_from(["audio", "image", "video"]))
+        proto = draw(st.sampled_from(["RTP/AVP", "udptl", "UDP/TLS/RTP/SAVPF", "TCP/BFCP"]))
+        port = draw(st.sampled_from(PORTS + [0]))
+        extra = draw(st.sampled_from(["", "\r\na=rtcp-mux", "\r\na=rtcp:40000"]))
+        return udp(a, sp, b, dp, sip(draw(st.sampled_from([INVITE, OK])),
+                                     sdp(draw(st.sampled_from(ADDRS)),
+                                         f"m={media} {port} {proto} 0{extra}")))
+    if k in (1, 2, 3):
+        return udp(a, sp, b, dp, rtp(draw(st.integers(0, 70)), draw(st.integers(0, 2 ** 32 - 1)),
+                                     ssrc=draw(st.sampled_from([1, 2]))))
+    if k == 4:
+        return udp(a, sp, b, dp, draw(st.sampled_from([rtcp_payload(), rtcp_payload() + b"\0",
+                                                       b"\r\n", b"MEGACO/1 [x]\r\nm=image 20000 "
+                                                       b"udptl t38\r\nc=IN IP4 192.0.2.10"])))
+    if k == 5:
+        msg = sip(INVITE, sdp(a, "m=audio 20001 RTP/AVP 0"))
+        lo = draw(st.integers(0, len(msg)))
+        return tcp(a, sp, b, dp, draw(st.sampled_from([0, lo, 2 ** 32 - 5])), msg[lo:])
+    if k == 6:
+        msg = sip(OK)
+        return sctp_data(a, sp, b, dp, draw(st.integers(0, 3)), 1, msg[:draw(st.integers(1, 90))])
+    return draw(st.binary(max_size=120))
+
+
+@pytest.mark.needs_native
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frame_strategy(), max_size=60), st.integers(2, 40), st.integers(2, 12),
+       st.integers(1, 20))
+def test_flow_mode_native_equals_twin(frames, max_flows, max_anns, window):
+    data = pcap_bytes(frames)
+    lim = (max_flows, max_anns, window)
+    p = PY.classify_buffer(data, frames=True, flows=True, limits=lim)
+    n = NAT.classify_buffer(data, frames=True, flows=True, limits=lim)
+    assert list(p.codes) == list(n.codes)
+    assert p.counts == n.counts
+    sp, sn = PY.flow_session(lim), NAT.flow_session(lim)
+    for f in frames:
+        assert sp.classify(f)._astuple() == sn.classify(f)._astuple()
+        assert sp.relabelled == sn.relabelled
+
+
+@pytest.mark.needs_native
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), max_size=12),
+       st.integers(0, 3))
+def test_flow_mode_mutated_captures(flips, which):
+    rnd = random.Random(which)
+    frames = t38_call() + [tcp(UAC, 5060, GW, 5060, 1, sip(INVITE, sdp(UAC, "m=image 20000 "
+                                                                         "udptl t38")))]
+    rnd.shuffle(frames)
+    data = bytearray(pcap_bytes(frames))
+    for pos, val in flips:
+        data[24 + pos % (len(data) - 24)] = val  # frames and record headers, not the file header
+    outs = []
+    for c in (PY, NAT):
+        try:
+            r = c.classify_buffer(bytes(data), frames=True, flows=True, limits=(8, 8, 4))
+            outs.append(list(r.codes))
+        except Exception as e:  # noqa: BLE001 - the same error from both
+            outs.append((type(e).__name__, str(e)))
+    assert outs[0] == outs[1]
