@@ -653,7 +653,7 @@ def ipset_ns():
 
 
 def test_cidrs_cover_an_interval_exactly():
-    from sipedge.firewall.ipset import cidrs
+    from sipedge.firewall.backends.ipset import cidrs
 
     a = int(ipaddress.ip_address("192.0.2.0"))
     assert cidrs(a, a + 256, 4) == [(a, 24)]

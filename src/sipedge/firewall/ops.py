@@ -44,7 +44,7 @@ def _backend(opts: Options):
         from .nft import NftBackend
         return NftBackend(opts.netns)
     if opts.backend == "ipset":
-        from .ipset import IpsetBackend
+        from .backends.ipset import IpsetBackend
         return IpsetBackend(opts.netns)
     raise InputError(f"unknown backend {opts.backend!r}: use nft or ipset")
 
