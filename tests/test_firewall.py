@@ -19,7 +19,9 @@ import pytest
 
 from sipedge import errors
 from sipedge.allowlist import Allowlist, PortRange
-from sipedge.firewall import nl, nft, ops, state
+from sipedge.firewall import netlink as nl
+from sipedge.firewall import ops, state
+from sipedge.firewall.backends import nft
 from sipedge.firewall.desired import (desired_state, diff_packed, interval_text, merge_networks,
                                       pack_intervals, unpack_intervals)
 from sipedge.firewall.ruleset import render, render_desired

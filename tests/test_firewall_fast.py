@@ -27,7 +27,7 @@ import sipedge
 from sipedge import allowlist as almod
 from sipedge import snapshot
 from sipedge.allowlist import Allowlist, Entry, Match, PortRange
-from sipedge.firewall import nft
+from sipedge.firewall.backends import nft
 from sipedge.firewall.desired import (SetSpec, desired_state, merge_networks, pack_intervals,
                                       unpack_intervals)
 

@@ -64,7 +64,7 @@ ALL_EDGES = "*"
 PROTOCOLS = ("udp", "tcp")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _EDGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
-_TOP_KEYS = ("dataset", "roles", "ranges")
+_TOP_KEYS = ("dataset", "roles", "ranges", "sbc")
 _DATASET_KEYS = ("name", "version", "source", "read", "extends")
 _ROLE_KEYS = ("ports", "carrier", "description")
 _RANGE_KEYS = ("role", "edge", "prefixes", "note")
@@ -221,7 +221,8 @@ class _Parsed(NamedTuple):
     meta: dict
 
 
-def _parse(text: str, source: str, base: Optional[_Parsed] = None) -> _Parsed:
+def _parse(text: str, source: str, base: Optional[_Parsed] = None,
+           allow_world: bool = False) -> _Parsed:
     src = _Source(text, source)
     try:
         doc = tomllib.loads(text)
@@ -234,6 +235,11 @@ def _parse(text: str, source: str, base: Optional[_Parsed] = None) -> _Parsed:
         raise AllowlistError(f"{source}: 'dataset' must be a table: [dataset]")
     _check_keys(src, dataset, _DATASET_KEYS, "[dataset]", src.header(r"\[\s*dataset\s*\]"))
     meta = {k: v for k, v in dataset.items()}
+    if "sbc" in doc:
+        # the SBC's own listening ports (the firewall's business, sipedge.firewall.desired.sbc_ports)
+        if not isinstance(doc["sbc"], dict):
+            raise AllowlistError(f"{source}: 'sbc' must be a table: [sbc] sip_ports = [\"5060/udp\"]")
+        meta["sbc"] = doc["sbc"]
 
     extends = dataset.get("extends")
     if extends is not None:
@@ -326,6 +332,11 @@ def _parse(text: str, source: str, base: Optional[_Parsed] = None) -> _Parsed:
                 net = None
             if net is None:
                 _strict_network(p, src, src.line_of(p, start))
+            if net.prefixlen == 0 and not allow_world:
+                raise AllowlistError(
+                    f"{src.where(src.line_of(p, start))}prefix {p!r} in role {role!r} is every "
+                    f"IPv{net.version} address: a firewall built from it protects nothing; list the "
+                    "carrier's prefixes (or pass --force if that is really meant)")
             key = (role, net)
             if key in seen:
                 first_k, first_p, first_edge = seen[key]
@@ -597,9 +608,20 @@ class Allowlist:
         p = _embedded()
         return cls(p.entries, p.ports, p.meta, p.carriers)
 
+    @property
+    def carrier_ports(self) -> dict[str, list[PortRange]]:
+        """The carrier's published ports per role: ITS side of the flow (Twilio's media
+        leaves from UDP 10000-60000). The classifier uses them; the firewall matches the
+        SBC's own listening ports instead (:class:`sipedge.firewall.desired.SbcPorts`).
+        Same dict as :attr:`ports`."""
+        return self.ports
+
     @classmethod
-    def load(cls, path: str) -> "Allowlist":
-        """An allowlist TOML file, or a compiled snapshot (see :meth:`save_snapshot`)."""
+    def load(cls, path: str, allow_world: bool = False) -> "Allowlist":
+        """An allowlist TOML file, or a compiled snapshot (see :meth:`save_snapshot`).
+
+        A prefix that is every address (``0.0.0.0/0``, ``::/0``) is refused unless
+        *allow_world*."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -613,11 +635,11 @@ class Allowlist:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise AllowlistError(f"{path}: not UTF-8 text at byte {e.start}: save the file as UTF-8") from None
-        return cls.from_toml(text, path)
+        return cls.from_toml(text, path, allow_world=allow_world)
 
     @classmethod
-    def from_toml(cls, text: str, source: str = "<string>") -> "Allowlist":
-        p = _parse(text, source)
+    def from_toml(cls, text: str, source: str = "<string>", allow_world: bool = False) -> "Allowlist":
+        p = _parse(text, source, allow_world=allow_world)
         al = cls(p.entries, p.ports, p.meta, p.carriers)
         al.meta.setdefault("source_file", source)
         return al

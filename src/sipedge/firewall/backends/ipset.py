@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 from ...errors import FirewallError, KernelSupportError
 from .. import nsutil
 from ..desired import Desired, diff_packed
-from ..nl import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
+from ..netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
 
 NFNL_SUBSYS_IPSET = 6
 IPSET_CMD_ADD, IPSET_CMD_LIST = 9, 7
