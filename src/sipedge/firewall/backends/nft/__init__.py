@@ -12,7 +12,7 @@
 from .backend import NftBackend, chain_names
 from .decode import canon_rule, elements_to_intervals, parse_elements, rule_counter
 from .encode import *  # noqa: F401,F403
-from .encode import _attr, _expr_bytes, _t  # noqa: F401
+from .encode import _EXPR_CACHE, _attr, _expr_bytes, _t  # noqa: F401
 from .decode import _pr  # noqa: F401
 from .encode import _parse_attrs  # noqa: F401
 from .live import Live, LiveChain, LiveSet

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ....errors import OwnershipError
 from ...desired import OWNER_COMMENT, Desired, diff_packed, pack_intervals
-from ...netlink import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+from ...netlink import (NLM_F_ACK, NLM_F_APPEND, NLM_F_ECHO, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                         NLM_F_REQUEST, NetlinkError, NfSocket)
 from .decode import _pr, canon_rule, elements_to_intervals, parse_elements, rule_counter
 from .encode import (_parse_attrs, KEY_LEN, KEY_TYPE, NF_ACCEPT, NF_INET_LOCAL_IN, NFNL_MSG_BATCH_BEGIN,
@@ -214,12 +214,27 @@ class NftBackend:
                  "packets": pk, "bytes": by} for chain, c, pk, by, h in live.rules]
 
     # -- changing -----------------------------------------------------------------
-    def _batch(self, body: List[Tuple[str, bytes]], genid: Optional[int] = None) -> Optional[int]:
-        """Send one transaction; the generation id its commit created (None: unknown)."""
+    def _batch(self, body: List[Tuple[str, bytes]], genid: Optional[int] = None,
+               table: Optional[str] = None) -> Optional[int]:
+        """Send one transaction; the generation id its commit created (None: unknown).
+
+        The kernel reports the new generation (NEWGEN) to the sender when the
+        batch's *first* message carries NLM_F_ECHO (nf_tables_gen_notify looks at
+        the header after the batch begin). A NEWTABLE first gets the flag; else a
+        no-op NEWTABLE of *table* (no flags attribute: no transaction, and ENOENT
+        if the table vanished) is put first, so that no element message is echoed.
+        """
         s = self.sock
-        msgs = [batch_marker(NFNL_MSG_BATCH_BEGIN, s.next_seq(), genid, echo=True)]
+        msgs = [batch_marker(NFNL_MSG_BATCH_BEGIN, s.next_seq(), genid)]
         kinds = ["batch begin"]
-        for kind, m in body:
+        if body and struct.unpack_from("=H", body[0][1], 4)[0] != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE \
+                and table is not None:
+            body = [("check table", message(NFT_MSG_NEWTABLE, NLM_F_REQUEST | NLM_F_ACK, s.next_seq(),
+                                            [("NFTA_TABLE_NAME", table)]))] + list(body)
+        for i, (kind, m) in enumerate(body):
+            if i == 0:
+                flags = struct.unpack_from("=H", m, 6)[0] | NLM_F_ECHO
+                m = m[:6] + struct.pack("=H", flags) + m[8:]
             msgs.append(m)
             kinds.append(kind)
         msgs.append(batch_marker(NFNL_MSG_BATCH_END, s.next_seq()))
@@ -319,7 +334,7 @@ class NftBackend:
         """Change only the elements that differ, in one transaction:
         (added, deleted, generation id of the commit or None when nothing was sent)."""
         msgs, na, nd = self.sync_messages(d, live_packed)
-        new = self._batch(msgs, genid) if msgs else None
+        new = self._batch(msgs, genid, d.table) if msgs else None
         return na, nd, new
 
     def converge(self, d: Desired, live: Live) -> dict:
@@ -334,7 +349,7 @@ class NftBackend:
         if not live.exists:
             genid = self._batch([self._table_msg(d)] + [m for n in d.sets for m in self._set_msgs(d, n)],
                                 genid)
-            genid = self._batch(self._chain_msgs(d, d.chain), genid)
+            genid = self._batch(self._chain_msgs(d, d.chain), genid, d.table)
             return {"action": "create", "added": total, "deleted": 0, "genid": genid, "chain": d.chain}
         if not self._sets_fit(d, live):
             # a set of the right name but the wrong type: only a foreign edit makes one.
@@ -343,7 +358,7 @@ class NftBackend:
                                                           [("NFTA_TABLE_NAME", d.table)])),
                                  self._table_msg(d)]
                                 + [m for n in d.sets for m in self._set_msgs(d, n)], genid)
-            genid = self._batch(self._chain_msgs(d, d.chain), genid)
+            genid = self._batch(self._chain_msgs(d, d.chain), genid, d.table)
             return {"action": "replace", "added": total, "deleted": 0, "genid": genid, "chain": d.chain}
         # step 1: new sets created and filled, existing ones synced
         step1: List[Tuple[str, bytes]] = []
@@ -360,7 +375,7 @@ class NftBackend:
         stale_sets = [n for n in live.sets if n not in d.sets]
         structural = good is None or stale_chains or stale_sets or any(n not in live.sets for n in d.sets)
         if step1:
-            genid = self._batch(step1, genid)
+            genid = self._batch(step1, genid, d.table)
         chain = good
         if good is None:
             free = [n for n in chain_names(d) if n not in live.chains]
@@ -368,10 +383,10 @@ class NftBackend:
                 victim = stale_chains.pop()
                 genid = self._batch([(f"delete chain {victim}", message(
                     NFT_MSG_DELCHAIN, f, s.next_seq(), [("NFTA_CHAIN_TABLE", d.table),
-                                                         ("NFTA_CHAIN_NAME", victim)]))], genid)
+                                                         ("NFTA_CHAIN_NAME", victim)]))], genid, d.table)
                 free = [victim]
             chain = free[0]
-            genid = self._batch(self._chain_msgs(d, chain), genid)  # step 2: beside the old one
+            genid = self._batch(self._chain_msgs(d, chain), genid, d.table)  # step 2: beside the old one
         step3 = [(f"delete chain {n}", message(NFT_MSG_DELCHAIN, f, s.next_seq(),
                                                [("NFTA_CHAIN_TABLE", d.table), ("NFTA_CHAIN_NAME", n)]))
                  for n in stale_chains]
@@ -379,7 +394,7 @@ class NftBackend:
                                               [("NFTA_SET_TABLE", d.table), ("NFTA_SET_NAME", n)]))
                   for n in stale_sets]
         if step3:
-            genid = self._batch(step3, genid)
+            genid = self._batch(step3, genid, d.table)
         if structural:
             action = "replace"
         else:
