@@ -62,8 +62,10 @@ def problems(d: Desired, ephemeral: Optional[Tuple[int, int]], ssh: Iterable[int
             out.append(f"the drop rule `{proto} dport {span} drop` covers the namespace's "
                        f"ephemeral ports {ephemeral[0]}-{ephemeral[1]} "
                        "(net.ipv4.ip_local_port_range), where replies to the host's own clients "
-                       "arrive; give the SBC's real RTP range with --rtp-ports (e.g. "
-                       "10000-20000/udp) or narrow ip_local_port_range, or pass --force")
+                       "arrive; give the ports the SBC really listens on ("
+                       + ("--rtp-ports, e.g. 10000-20000/udp" if proto == "udp" and high - low > 100
+                          else "--sip-ports / --rtp-ports or [sbc]")
+                       + ") or narrow ip_local_port_range, or pass --force")
         for p in ssh:
             if proto == "tcp" and low <= p <= high:
                 out.append(f"the drop rule `tcp dport {span} drop` covers SSH port {p}: untrusted "
