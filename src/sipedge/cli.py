@@ -46,7 +46,7 @@ def _add_edges(sub) -> None:
 
 
 def _cmd_edges(args: argparse.Namespace) -> int:
-    from .catalog import EDGES
+    from .twilio.catalog import EDGES
 
     rows = [{"edge": e.name, "location": e.location, "legacy_id": e.legacy_id,
              "kind": e.kind, "sip_trunking": e.sip_trunking, "note": e.note}
@@ -97,10 +97,8 @@ def _cmd_allowlist(args: argparse.Namespace) -> int:
         for w in caught:
             print(f"sipedge: warning: {w.message}", file=sys.stderr)
     if args.snapshot:
-        from . import snapshot
-
         src = args.file if args.file and not _is_snapshot(args.file) else None
-        snapshot.save(al, args.snapshot, src)
+        al.save_snapshot(args.snapshot, src)
     if args.match:
         rows = []
         for ip in args.match:
@@ -123,7 +121,7 @@ def _cmd_allowlist(args: argparse.Namespace) -> int:
 
 
 def _is_snapshot(path: str) -> bool:
-    from .snapshot import MAGIC
+    from .allowlist.snapshot import MAGIC
 
     try:
         with open(path, "rb") as f:
@@ -153,7 +151,7 @@ def _add_hosts(sub) -> None:
 def _cmd_hosts(args: argparse.Namespace) -> int:
     import warnings
 
-    from . import catalog
+    from .twilio import catalog
 
     out = {}
     with warnings.catch_warnings(record=True) as caught:
