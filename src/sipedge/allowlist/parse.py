@@ -257,7 +257,7 @@ def parse(text: str, source: str, base: Optional[Parsed] = None,
                 net = None
             if net is None:
                 _strict_network(p, src, src.line_of(p, start))
-            if net.prefixlen == 0 and not allow_world:
+            if net is not None and net.prefixlen == 0 and not allow_world:
                 raise AllowlistError(
                     f"{src.where(src.line_of(p, start))}prefix {p!r} in role {role!r} is every "
                     f"IPv{net.version} address: a firewall built from it protects nothing; list the "

@@ -10,7 +10,7 @@ import errno
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from ..errors import AppliedButUnrecorded, AppliedStateError, FirewallError, InputError
 from . import nsutil, safety, state
@@ -81,7 +81,7 @@ def _fmt_diff(diff: dict) -> dict:
 # -- plan ---------------------------------------------------------------------------------
 def plan(d: Desired, opts: Options, live: Optional[bool] = None) -> dict:
     """The ruleset text; with root (or *live* True) also the change against the kernel."""
-    out = {"ruleset": render_desired(d), "table": d.table, "backend": opts.backend}
+    out: Dict[str, Any] = {"ruleset": render_desired(d), "table": d.table, "backend": opts.backend}
     if live is None:
         live = has_net_admin()
     if not live:
@@ -117,7 +117,7 @@ def apply(d: Desired, opts: Options) -> dict:
     require_net_admin("sipedge firewall apply")
     state.check_lock_timeout(opts.lock_timeout)
     path = state.applied_path(opts.state_dir, opts.netns, d.table, opts.backend)
-    result = None
+    result: Optional[Dict[str, Any]] = None
     ok = False
     try:
         with state.Lock(opts.lock_file, opts.lock_timeout):
@@ -135,8 +135,9 @@ def apply(d: Desired, opts: Options) -> dict:
                                     prefixes={n: s.prefix_count for n, s in d.sets.items()},
                                     added=r["added"], deleted=r["deleted"], changed=r["changed"])
             except FirewallError as e:
-                if ok:  # an error already on its way (lock, netlink) is not hidden by this one
+                if ok and result is not None:  # an error on its way (lock, netlink) stays the error
                     result.setdefault("errors", []).append(str(e))
+    assert result is not None
     result["seconds"] = round(time.monotonic() - t0, 6)
     if result.get("errors"):
         what = "changed" if result["changed"] else "checked (no change was needed)"
@@ -153,10 +154,10 @@ def _namespace_key(be, opts: Options, d: Desired) -> dict:
 
 
 def _apply_locked(be, d: Desired, opts: Options, path: str) -> dict:
-    res = {"table": d.table, "netns": opts.netns, "backend": opts.backend, "mode": d.mode,
+    res: Dict[str, Any] = {"table": d.table, "netns": opts.netns, "backend": opts.backend, "mode": d.mode,
            "prefixes": d.prefix_count, "added": 0, "deleted": 0, "warnings": []}
     key = _namespace_key(be, opts, d)
-    cached = None
+    cached: Optional[Dict[str, Any]] = None
     if opts.use_snapshot:
         try:
             cached = state.load_applied(path)
@@ -165,9 +166,9 @@ def _apply_locked(be, d: Desired, opts: Options, path: str) -> dict:
     done = False
     genid = None
     chain = None
-    hint = None  # set contents the cache vouches for (the structure may differ)
-    same_place = cached is not None and all(cached["key"].get(k) == key[k] for k in key if k != "structure")
-    if same_place and cached.get("genid") is not None:
+    hint: Optional[Dict[str, bytes]] = None  # set contents the cache vouches for (the structure may differ)
+    if cached is not None and cached.get("genid") is not None and all(
+            cached["key"].get(k) == key[k] for k in key if k != "structure"):
         g = be.genid()
         if g is not None and g == cached["genid"]:
             hint = {n: packed for n, (fam, packed) in cached["sets"].items()}
@@ -185,7 +186,7 @@ def _apply_locked(be, d: Desired, opts: Options, path: str) -> dict:
         # the ruleset in between, the kernel refuses it (ERESTART) and we read again
         attempt += 1
         cur = None
-        if hint is not None and attempt == 1 and hasattr(be, "read_with_contents"):
+        if hint is not None and cached is not None and attempt == 1 and hasattr(be, "read_with_contents"):
             # nothing changed the ruleset since sipedge's own commit: the cached set
             # contents are the live ones, so only the structure is read (no element dump)
             cur = be.read_with_contents(d.table, hint, cached["genid"])

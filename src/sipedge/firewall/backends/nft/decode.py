@@ -29,7 +29,7 @@ def parse_elements(msgs: List[bytes]) -> List[Tuple[int, bool]]:
     their fixed headers (a few byte comparisons per element); anything else
     goes through the generic attribute parser.
     """
-    out = []
+    out: List[Tuple[int, bool]] = []
     append = out.append
     frombytes = int.from_bytes
     unpack = struct.unpack_from

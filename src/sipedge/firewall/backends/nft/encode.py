@@ -246,9 +246,10 @@ def rule_exprs(r: RuleSpec, set_ids: Dict[str, int]) -> list:
         ex.append(_verdict({"accept": NF_ACCEPT, "drop": NF_DROP, "return": NFT_RETURN}[r.verdict]))
         return ex
     if r.set:
+        fam = 4 if r.family == 4 else 6
         ex.append(_meta(META_NFPROTO))
-        ex.append(_cmp(CMP_EQ, bytes([NFPROTO[r.family]])))
-        ex.append(_payload(1, 12 if r.family == 4 else 8, KEY_LEN[r.family]))
+        ex.append(_cmp(CMP_EQ, bytes([NFPROTO[fam]])))
+        ex.append(_payload(1, 12 if fam == 4 else 8, KEY_LEN[fam]))
         ex.append(_lookup(r.set, set_ids.get(r.set, 0)))
     ex.append(_meta(META_L4PROTO))
     ex.append(_cmp(CMP_EQ, bytes([IPPROTO[r.proto]])))
