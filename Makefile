@@ -1,33 +1,65 @@
 # sipedge developer targets. `make test` is the one command that sets up and
 # runs the whole suite (CI runs exactly that through .ci/run).
+#
+# Every target runs Python from the project's virtual environment, $(VENV),
+# made from $(PYTHON) with --system-site-packages by .ci/venv (remade when
+# PYTHON changes). So Debian 12's own python3, which refuses a system-wide pip
+# install (PEP 668), works as well as a pyenv or CI interpreter:
+#   make test PYTHON=/usr/bin/python3
+# A PYTHON that is already a virtual environment's interpreter is used as it
+# is, and so is PYTHON with VENV= (empty): for an environment made elsewhere.
 PYTHON ?= python3
+VENV ?= .venv
+BASE_PYTHON := $(PYTHON)
+ifeq ($(shell $(PYTHON) -c 'import sys; print(sys.prefix != sys.base_prefix)' 2>/dev/null),True)
+override VENV :=
+endif
+ifneq ($(strip $(VENV)),)
+override PYTHON := $(abspath $(VENV))/bin/python
+endif
 PYTEST ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
+# warnings are errors when the project builds for itself (setup.py: not for users' sdist builds)
+export SIPEDGE_WERROR ?= 1
+export PYTEST_ARGS
 
-.PHONY: test deps build build-debug test-native test-python plan bench clean
+.PHONY: venv test deps build build-debug test-native test-python test-arm64 plan bench clean
 
-## test: install what the suite needs, build, run pytest native and pure-Python
-test: deps build
-	$(PYTEST) $(PYTEST_ARGS)
-	SIPEDGE_NO_EXTENSIONS=1 $(PYTEST) $(PYTEST_ARGS)
+## venv: the virtual environment with the runtime and build requirements
+venv:
+ifneq ($(strip $(VENV)),)
+	@bash .ci/venv "$(BASE_PYTHON)" "$(VENV)"
+endif
 
-## deps: pip packages of the [test] extra; apt tools (nftables, sipp, tshark, ...) when root
-deps:
-	bash .ci/install-deps
+## test: install what the suite needs, build, run pytest native and pure-Python on
+## this machine, then the core suite on aarch64 (test-arm64); a summary at the end
+## (TEST_ARM64=no leaves the aarch64 part out and says so)
+test: venv
+	PYTHON="$(PYTHON)" bash .ci/suite
+
+## deps: pip packages of the extras into the venv; apt packages (nftables, sipp, tshark, ...) when root
+deps: venv
+	PYTHON="$(PYTHON)" bash .ci/install-deps
 
 ## build: compile the C core and Cython modules in place (src/sipedge/*.so)
-build:
+build: venv
 	$(PYTHON) setup.py -q build_ext --inplace
 
 ## build-debug: -O0 -g with AddressSanitizer and UBSan (see SIPEDGE_DEBUG in setup.py)
-build-debug:
+build-debug: venv
 	SIPEDGE_DEBUG=1 $(PYTHON) setup.py -q build_ext --inplace --force
 
 test-native: build
 	$(PYTEST) $(PYTEST_ARGS)
 
-test-python:
+test-python: venv
 	SIPEDGE_NO_EXTENSIONS=1 $(PYTEST) $(PYTEST_ARGS)
+
+## test-arm64: build the native core and run the core suite (no host netfilter) on
+## aarch64 under qemu-user, native and pure-Python, in an arm64 Debian 12 root made
+## once from this machine's apt sources and cached in /var/cache/sipedge (root)
+test-arm64:
+	HOST_PYTHON="$(PYTHON)" bash .ci/test-arm64
 
 ## plan: print the nftables ruleset for the embedded Twilio dataset
 plan: build
@@ -46,7 +78,7 @@ ASAN_BUILD ?= build/asan
 ASAN_PYTEST_ARGS ?= tests/test_classify.py tests/test_classify_random.py tests/test_capture.py tests/test_conformance.py tests/test_classify_asan.py -m "not netns"
 
 ## build-asan: ASan/UBSan build into $(ASAN_BUILD)/lib (the in-place .so files stay untouched)
-build-asan:
+build-asan: venv
 	SIPEDGE_DEBUG=1 $(PYTHON) setup.py -q build --build-base $(ASAN_BUILD) --build-lib $(ASAN_BUILD)/lib --force
 
 ## test-asan: the classifier's tests once against the ASan/UBSan build (ASAN_PYTEST_ARGS=tests for all)
@@ -55,7 +87,8 @@ test-asan: build-asan
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 SIPEDGE_EXPECT_ASAN=1 \
 	timeout 900 $(PYTEST) -q -p no:cacheprovider -o pythonpath=$(ASAN_BUILD)/lib $(ASAN_PYTEST_ARGS)
 
-## fuzz-classify: atheris over the classifier and capture readers, bounded (FUZZ_SECONDS)
+## fuzz-classify: atheris over the classifier and capture readers, bounded (FUZZ_SECONDS);
+## atheris comes from the [fuzz] extra (x86_64, Python <= 3.11: see pyproject.toml)
 FUZZ_SECONDS ?= 60
 fuzz-classify: build
 	PYTHONPATH=src $(PYTHON) tests/fuzz_classify.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
@@ -71,6 +104,12 @@ bench-allowlist: build
 	PYTHONPATH=src $(PYTEST) bench/bench_allowlist.py --benchmark-only -p no:cacheprovider \
 		--benchmark-min-rounds 3 --benchmark-max-time 0.5 --benchmark-columns=min,mean,rounds \
 		--benchmark-group-by=group
+
+.PHONY: bench-locate
+## bench-locate: cached RFC 3263 resolve beside dnspython; the prober on 1000 targets at 1 s (root, ~30 s)
+bench-locate: build
+	PYTHONPATH=src $(PYTEST) bench/bench_locate.py --benchmark-only -p no:cacheprovider \
+		--benchmark-min-rounds 3 --benchmark-max-time 0.5 --benchmark-columns=ops,mean,rounds -s
 
 .PHONY: bench-firewall
 ## bench-firewall: firewall apply/sync beside nft -f and ipset restore (root; ~3 min,

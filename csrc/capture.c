@@ -210,6 +210,8 @@ int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint6
     sx_verdict v;
     sx_cache4 cache;
     uint64_t done = 0;
+    if (codes && cfg->nvals > SX_MAX_VALUES)
+        return -3;
     sx_cache_init(&cache);
     for (;;) {
         if (max_frames && done == max_frames)
@@ -222,7 +224,14 @@ int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint6
         if (codes) {
             size_t k = (size_t)(c->frames - 1);
             if (k >= *codes_cap) {
-                size_t cap = *codes_cap ? *codes_cap * 2 : 4096;
+                /* frames before this call may have been counted without codes:
+                 * grow until index k fits, not by one doubling */
+                size_t cap = *codes_cap ? *codes_cap : 4096;
+                while (cap <= k) {
+                    if (cap > SIZE_MAX / 2 / sizeof **codes)
+                        return -2;
+                    cap *= 2;
+                }
                 uint32_t *n = realloc(*codes, cap * sizeof **codes);
                 if (!n)
                     return -2;

@@ -58,8 +58,10 @@ int sx_cap_next(sx_capture *c, sx_frame *f);
  * SX_NKINDS * 2 * (cfg->nedges + 1) counters (see sx_count_index). When
  * codes is not NULL, frame k's code is stored at (*codes)[k] for k counted
  * from the start of the capture, growing *codes with realloc (*codes_cap is
- * its capacity in entries; free() it when done). Returns 1 when frames
- * remain, 0 at the end, -1 on a capture error, -2 when out of memory. */
+ * its capacity in entries; free() it when done) as far as needed, also when
+ * earlier calls ran without codes. Returns 1 when frames remain, 0 at the end,
+ * -1 on a capture error, -2 when out of memory, -3 (nothing done) when codes
+ * are asked for and cfg->nvals > SX_MAX_VALUES (a code cannot name the entry). */
 int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                     uint32_t **codes, size_t *codes_cap);
 

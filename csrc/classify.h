@@ -97,7 +97,12 @@ void sx_cache_init(sx_cache4 *c);
 void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *frame, size_t len,
                         uint32_t linktype, sx_verdict *v);
 
-/* The compact per-frame code: kind | trusted << 3 | flags << 4 | (match + 1) << 8 */
+/* Most allowlist values a configuration may have when codes are made: a code
+ * keeps (match + 1) in its top 24 bits. */
+#define SX_MAX_VALUES 0xFFFFFFu
+
+/* The compact per-frame code: kind | trusted << 3 | flags << 4 | (match + 1) << 8
+ * (exact for cfg->nvals <= SX_MAX_VALUES; sx_cap_classify refuses more). */
 static inline uint32_t sx_code(const sx_verdict *v)
 {
     return (uint32_t)v->kind | ((uint32_t)v->trusted << 3) | ((uint32_t)v->flags << 4)

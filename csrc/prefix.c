@@ -92,7 +92,6 @@ int sx_pt_index(sx_ptable *t)
         r4[i].lo = t->lo4[i];
         r4[i].hi = t->hi4[i];
         r4[i].val = t->val4[i];
-        r4[i].ref = NULL;
     }
     free(t->idx4);
     free(t->r4);

@@ -2,7 +2,7 @@
  *
  * A table is a list of disjoint address ranges [lo, hi] sorted by lo, each
  * carrying a value (an index chosen by the caller, >= 0). Nested CIDR blocks
- * are flattened into such ranges ahead of time (see sipedge/_py/prefix.py,
+ * are flattened into such ranges ahead of time (see sipedge/intervals.py,
  * flatten()), so a lookup is one branch-free binary search.
  */
 #ifndef SIPEDGE_PREFIX_H
@@ -21,7 +21,6 @@ typedef struct {
     uint32_t lo;
     uint32_t hi;
     int32_t val;
-    void *ref; /* the caller's own pointer for val (NULL after sx_pt_index) */
 } sx_range4;
 
 typedef struct {

@@ -27,6 +27,16 @@ if not TEST_INSTALLED:
         [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+#: Captures kept outside the repository (tests/test_conformance.py, marker
+#: ``shared_captures``) in ``shared/captures`` beside the clone. The workplace
+#: this project is developed in lays a ``shared/`` folder beside every clone,
+#: CI's included: where ``../shared`` exists, the captures are expected (missing
+#: ones fail under CI=true); where it does not (a plain clone anywhere else),
+#: those tests are deselected and the run says so at its end. The suite's own
+#: captures (sipp + tcpdump in namespaces) run everywhere.
+SHARED_CAPTURES = os.path.join(os.path.dirname(ROOT), "shared", "captures")
+SHARED_EXPECTED = os.path.isdir(os.path.dirname(SHARED_CAPTURES))
 IMPLEMENTATIONS = ["python"] if _impl.NO_EXTENSIONS else ["native", "python"]
 
 
@@ -55,20 +65,54 @@ UNDER_ASAN = os.environ.get("SIPEDGE_EXPECT_ASAN") == "1"
 def pytest_collection_modifyitems(config, items):
     """Deselect (not skip) what does not apply to this run: ``needs_native``
     tests compare the native build with the twin, so they have nothing to do
-    in a ``SIPEDGE_NO_EXTENSIONS=1`` run; ``asan_only`` tests check the
+    in a ``SIPEDGE_NO_EXTENSIONS=1`` run, nor have ``once`` tests (they do
+    not depend on the implementation: packaging, typing, layout, the firewall
+    in a namespace beside its own diff twin); ``asan_only`` tests check the
     sanitized build and run only inside ``make test-asan``; ``not_under_asan``
     tests start that run and must not start it again from inside."""
     keep, drop = [], []
     for item in items:
-        if ((_impl.NO_EXTENSIONS and item.get_closest_marker("needs_native"))
-                or (not UNDER_ASAN and item.get_closest_marker("asan_only"))
-                or (UNDER_ASAN and item.get_closest_marker("not_under_asan"))):
+        why = _deselect_reason(item)
+        if why:
             drop.append(item)
+            DESELECTED[why] = DESELECTED.get(why, 0) + 1
         else:
             keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+#: fixtures of namespaces with sipedge's firewall in them: that code is the same
+#: Python in both passes (the pieces with twins, _setdiff and _prefix, have their
+#: own tests over both implementations), so the native pass runs them once
+FIREWALL_NS_FIXTURES = frozenset({"fw_ns", "lab", "ipset_ns"})
+#: why tests were deselected in this run: reason -> count (printed at the end)
+DESELECTED: dict = {}
+
+
+def _deselect_reason(item) -> str:
+    if not SHARED_EXPECTED and item.get_closest_marker("shared_captures"):
+        return (f"shared_captures: no {os.path.dirname(SHARED_CAPTURES)} beside this clone (the "
+                "tshark-labelled captures live outside the repository; the suite's own sipp/tcpdump "
+                "captures cover the same rules)")
+    if _impl.NO_EXTENSIONS:
+        if item.get_closest_marker("needs_native"):
+            return "needs_native: compares the native build with the twin"
+        if item.get_closest_marker("once"):
+            return "once: does not depend on the implementation, ran in the native pass"
+        if FIREWALL_NS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            return "firewall in a namespace: the same code in both passes, ran in the native pass"
+    if not UNDER_ASAN and item.get_closest_marker("asan_only"):
+        return "asan_only: runs inside make test-asan"
+    if UNDER_ASAN and item.get_closest_marker("not_under_asan"):
+        return "not_under_asan: starts the ASan run itself"
+    return ""
+
+
+def pytest_terminal_summary(terminalreporter):
+    for why, n in sorted(DESELECTED.items()):
+        terminalreporter.write_line(f"deselected {n}: {why}")
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -48,6 +48,36 @@ def _dev(ns: Netns) -> str:
     return out.split(":")[1].strip().split("@")[0]
 
 
+def _wait_for(what: str, ready, seconds: float = 30.0) -> None:
+    """Poll *ready* until it is true; fail after *seconds* (a readiness check with
+    a bounded deadline, not a sleep that hopes the other side is ready)."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _listening(ns: Netns, transport: str, port: int) -> bool:
+    proto = "-u" if transport.startswith("u") else "-t"
+    return bool(ns.exec("ss", "-H", "-ln", proto, f"sport = :{port}").stdout.strip())
+
+
+def _sip_captured(cap, al, calls: int) -> bool:
+    """Whether the capture holds every call's SIP from both sides yet (3 messages
+    each way per call): then stopping tcpdump loses none of it."""
+    from sipedge.allowlist import Allowlist
+    from sipedge.classify import Classifier
+    from sipedge.errors import CaptureError
+
+    try:
+        rep = Classifier(Allowlist.load(str(al))).classify_pcap(str(cap))
+    except CaptureError:  # a record half written
+        return False
+    return (rep.counts.get(("sip", True, "lab"), 0) >= 3 * calls
+            and rep.counts.get(("sip", False, None), 0) >= 3 * calls)
+
+
 def _stop(p: subprocess.Popen, sig=signal.SIGTERM) -> None:
     if p.poll() is None:
         p.send_signal(sig)
@@ -69,7 +99,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_sipp_call_against_tshark(tmp_path, variant):
     require_root()
-    require_tool("sipp", "tshark", "tcpdump", "ip")
+    require_tool("sipp", "tshark", "tcpdump", "ip", "ss")
     media = "/usr/share/sip-tester"
     if not os.path.exists(os.path.join(media, "g711a.pcap")):
         pytest.fail(f"sipp's RTP sample {media}/g711a.pcap is missing (package sip-tester)")
@@ -94,7 +124,8 @@ def test_sipp_call_against_tshark(tmp_path, variant):
                           "-timeout", "60s", "-nostdin", cwd=tmp_path,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(uas)
-            time.sleep(0.5)
+            _wait_for("the sipp UAS to listen on port 5060",
+                      lambda: uas.poll() is None and _listening(b, transport, 5060))
             uac = a.popen("sipp", f"{host}:5060", "-sn", "uac_pcap", "-i", uac_ip,
                           "-p", "5070", "-t", transport, "-mi", uac_ip, "-m", "2", "-l", "2", "-r", "5",
                           "-timeout", "60s", "-nostdin", cwd=tmp_path,
@@ -103,7 +134,7 @@ def test_sipp_call_against_tshark(tmp_path, variant):
             a.exec(sys.executable, "-c", NOISE, timeout=60)
             uac.wait(timeout=90)
             assert uac.returncode == 0, uac.stderr.read().decode()[-2000:]
-            time.sleep(0.5)
+            _wait_for("tcpdump to write both calls' SIP", lambda: _sip_captured(cap, al, 2))
         finally:
             for p in reversed(procs):
                 _stop(p, signal.SIGINT if p is procs[0] else signal.SIGTERM)

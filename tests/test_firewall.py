@@ -204,7 +204,7 @@ def test_world_open_prefixes_are_refused_unless_forced():
     al = Allowlist.from_toml(world, allow_world=True)
     with pytest.raises(errors.UnsafeConfigError, match="every IPv4 address") as ei:
         desired_state(al)
-    assert ei.value.exit_code == errors.EXIT_REFUSED == 8
+    assert ei.value.exit_code == errors.EXIT_REFUSED == 9
     assert desired_state(al, force=True).sets["signaling_v4"].intervals == ((0, 1 << 32),)
     six = AL_A.replace('"2001:db8:1::/48"', '"::/0"')
     with pytest.raises(errors.AllowlistError, match="every IPv6 address"):

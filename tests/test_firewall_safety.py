@@ -232,10 +232,10 @@ def test_tables_sipedge_did_not_create_are_never_changed_or_removed(ns, files, t
     common = ["--netns", ns.name, "--state-dir", str(tmp_path / "st")]
     lock = ["--lock-file", str(tmp_path / "l")]
     r = cli("firewall", "apply", "--allowlist", files["a"], "--table", "filter", *common, *lock)
-    assert r.returncode == errors.EXIT_REFUSED == 8, r.stderr
+    assert r.returncode == errors.EXIT_REFUSED == 9, r.stderr
     assert r.stderr.count("\n") == 1 and "not sipedge's" in r.stderr and "owner check" in r.stderr
     r = cli("firewall", "remove", "--table", "filter", *common, *lock)
-    assert r.returncode == 8 and "another --table" in r.stderr
+    assert r.returncode == errors.EXIT_REFUSED and "another --table" in r.stderr
     assert nft_json(ns) == before  # policy drop, ssh accept: untouched
     # sipedge's own table carries the mark nft shows as a comment
     r = cli("firewall", "apply", "--allowlist", files["a"], *common, *lock)
@@ -253,7 +253,7 @@ def test_unsafe_configurations_are_refused_before_anything_changes(ns, files, tm
                         (["--sip-ports", "1-65535/tcp"], "ephemeral ports"),
                         (["--rtp-ports", "10000-60000/udp"], "ephemeral ports")):
         r = cli("firewall", "apply", *common, *extra)
-        assert r.returncode == 8 and r.stderr.count("\n") == 1 and what in r.stderr, r.stderr
+        assert r.returncode == errors.EXIT_REFUSED and r.stderr.count("\n") == 1 and what in r.stderr, r.stderr
         assert "--force" in r.stderr
         assert nft_json(ns) == []
     world = files["dir"] / "world.toml"
@@ -368,7 +368,7 @@ def test_metrics_file_is_0644_and_its_directory_is_never_created(ns, files, tmp_
     r = cli("firewall", "apply", *common, "--metrics-file", str(missing), "--mode", "monitor")
     assert not (tmp_path / "nonexistent-dir").exists()
     # the change was committed: not "exit 5 as if nothing changed"
-    assert r.returncode == errors.EXIT_APPLIED_WITH_ERRORS == 9, r.stderr
+    assert r.returncode == errors.EXIT_APPLIED_WITH_ERRORS == 10, r.stderr
     assert "applied (replace)" in r.stdout
     assert r.stderr.count("\n") == 1 and "WAS changed" in r.stderr and "nonexistent-dir" in r.stderr
 
@@ -378,7 +378,7 @@ def test_state_write_failure_after_a_commit_and_a_lock_error_are_told_apart(ns, 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     r = cli("firewall", "apply", *common, "--state-dir", str(blocker / "st"))
-    assert r.returncode == 9 and "WAS changed" in r.stderr and "not-a-dir" in r.stderr, r.stderr
+    assert r.returncode == errors.EXIT_APPLIED_WITH_ERRORS and "WAS changed" in r.stderr and "not-a-dir" in r.stderr, r.stderr
     assert _has_table(ns)
     # a held lock is reported as the lock error, not hidden by a metrics failure
     with state.Lock(str(tmp_path / "l")):

@@ -39,6 +39,8 @@ def test_no_extensions_env_selects_python_twin():
     (errors.SelectionError, LookupError),
     (errors.PermissionDenied, PermissionError),
     (errors.FirewallError, RuntimeError),
+    (errors.ResolveError, LookupError),
+    (errors.ProbeError, ValueError),
 ])
 def test_error_hierarchy(cls, builtin):
     assert issubclass(cls, errors.SipedgeError)
@@ -58,7 +60,7 @@ def test_cli_help_lists_exit_codes(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "exit codes:" in out
-    for code in range(8):
+    for code in range(9):
         assert f"\n  {code}  " in out
 
 

@@ -8,7 +8,11 @@ import ast
 import os
 import re
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.once  # reads the source: the same in both passes
 
 SRC = os.path.join(ROOT, "src")
 PKG = os.path.join(SRC, "sipedge")
@@ -187,6 +191,8 @@ def test_c_and_python_agree_on_kinds_and_flags():
     assert kinds == {k: i for i, k in enumerate(c.KINDS)}
     nkinds = re.search(r"\bSX_NKINDS\s*=\s*(\d+)", header)
     assert nkinds and int(nkinds.group(1)) == len(c.KINDS)
+    maxv = re.search(r"#define\s+SX_MAX_VALUES\s+(0x[0-9A-Fa-f]+|\d+)u?\b", header)
+    assert maxv and int(maxv.group(1), 0) == c.MAX_VALUES
     # the public names are the shared ones, not copies
     import sipedge.classify as pub
 

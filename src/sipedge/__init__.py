@@ -6,6 +6,8 @@ program the firewall (nftables or ipset through netlink). The hot paths are C
 (csrc/) with Cython bindings; every one has a pure-Python twin, selected with
 ``SIPEDGE_NO_EXTENSIONS=1`` (see :func:`implementation`).
 """
+from typing import TYPE_CHECKING
+
 from ._impl import implementation
 from ._version import __version__
 from .errors import (
@@ -20,10 +22,21 @@ from .errors import (
     URIError,
     OverrideError,
     SnapshotError,
+    ResolveError,
+    ProbeError,
 )
 
 # The other exports are imported on first use (PEP 562), so a command such as
-# `sipedge firewall apply` loads neither the selection nor the classifier.
+# `sipedge firewall apply` loads neither the selection nor the classifier. Type
+# checkers read the same names from the imports below, so they are typed.
+if TYPE_CHECKING:
+    from .allowlist import Allowlist, Entry, Match, PortRange
+    from .classify import Classifier, Verdict
+    from .select import Attempt, Target, TargetSet, should_failover, termination_order
+    from .twilio.catalog import termination_host
+    from .twilio.overrides import Overrides
+    from .twilio.uri import OriginationURI, parse_uri
+
 _LAZY = {
     "Allowlist": "allowlist", "Entry": "allowlist", "Match": "allowlist", "PortRange": "allowlist",
     "Overrides": "twilio.overrides",
@@ -32,6 +45,8 @@ _LAZY = {
     "termination_host": "twilio.catalog",
     "OriginationURI": "twilio.uri", "parse_uri": "twilio.uri",
     "Classifier": "classify", "Verdict": "classify",
+    "Resolver": "locate", "Resolution": "locate", "Destination": "locate",
+    "Prober": "locate", "ProbeTarget": "locate", "ProbeResult": "locate",
 }
 
 __all__ = [
@@ -64,9 +79,11 @@ __all__ = [
 ]
 
 __all__ += ["Classifier", "Verdict"]
+__all__ += ["ResolveError", "ProbeError", "Resolver", "Resolution", "Destination", "Prober",
+            "ProbeTarget", "ProbeResult"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     from importlib import import_module
 
     mod = _LAZY.get(name)
@@ -83,5 +100,5 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__() -> list:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))

@@ -291,6 +291,8 @@ cdef class Classifier:
                     r = sx_cap_classify(&self.cfg, &cap, chunk, counts, pcodes, &codes_cap)
                 if r == -2:
                     raise MemoryError()
+                if r == -3:  # Config refuses such an allowlist first; C checks too
+                    raise ValueError("too many allowlist values for 24-bit frame codes")
                 if r == -1:
                     raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
                 if r == 0:

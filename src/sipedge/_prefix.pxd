@@ -5,7 +5,6 @@ cdef extern from "prefix.h":
         uint32_t lo
         uint32_t hi
         int32_t val
-        void *ref
     ctypedef struct sx_u128:
         uint64_t hi
         uint64_t lo

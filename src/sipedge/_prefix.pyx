@@ -55,15 +55,11 @@ cdef class PrefixTable:
         self._finish()
 
     cdef _finish(self):
-        cdef size_t i
         if sx_pt_check(self.t) != 0:
             raise ValueError("prefix table ranges are out of order, overlap, or have a bad value")
         if self.t.n4 >= 64:  # small tables: the plain search stays in L1
             if sx_pt_index(self.t) != 0:
                 raise MemoryError()
-            # each packed range points at its value (borrowed: self._values keeps it alive)
-            for i in range(self.t.n4):
-                self.t.r4[i].ref = <void *>self._values[self.t.r4[i].val]
 
     def __dealloc__(self):
         sx_pt_free(self.t)
@@ -150,11 +146,11 @@ cdef class PrefixTable:
         if (type(addr) is str and PyUnicode_IS_COMPACT_ASCII(addr)
                 and sx_parse_ip4_inline(<const char *>PyUnicode_DATA(addr),
                                         <size_t>PyUnicode_GET_LENGTH(addr), &a4)):
-            if self.t.idx4 != NULL:  # large table: the range holds its value's pointer
+            if self.t.idx4 != NULL:  # large table: one cache line holds the range and its index
                 r = sx_pt_range4_inline(self.t, a4)
                 if r == NULL:
                     return None
-                return <object>r.ref
+                return self._values[r.val]
             i = sx_pt_lookup4_inline(self.t, a4)
         else:
             i = self._index(addr)

@@ -1,5 +1,5 @@
 """Type stubs of the native selection core (same API as sipedge._py.select)."""
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, final
 
 STATES: tuple[str, str, str, str]
 
@@ -14,6 +14,7 @@ class Rng:
     def uniform(self, n: int) -> int: ...
     def state(self) -> tuple[int, int, int, int]: ...
 
+@final
 class Core:
     def __init__(self, items: Sequence[Any], priorities: Sequence[int], weights: Sequence[int],
                  enabled: Sequence[bool], salts: Sequence[int], *, fail_threshold: int = ...,

@@ -13,21 +13,7 @@ from typing import Callable, Optional, Sequence
 from . import errors
 from ._version import __version__
 
-EPILOG = """\
-exit codes:
-  0  success (firewall apply: applied, or nothing to change)
-  1  unexpected internal error (a bug: please report it)
-  2  usage error (bad command-line arguments)
-  3  bad input: allowlist, URI, capture file, address, snapshot
-  4  permission: not root / no CAP_NET_ADMIN
-  5  the system cannot do it: kernel support, namespace, netlink, lock held
-  6  no usable target (every target out, no disaster-recovery URL)
-  7  drift: the live firewall differs from the desired state (firewall status)
-  8  refused: the firewall change would break the host (drops on its ephemeral
-     ports or SSH, a world-open prefix; --force overrides) or touch a table
-     sipedge did not create
-  9  applied, but writing the applied-state or metrics file failed afterwards
-"""
+EPILOG = "exit codes:\n" + "".join(f"  {code}  {text}\n" for code, text in errors.EXIT_CODES.items())
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -182,6 +168,31 @@ def _lock_timeout(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _firewall_defaults() -> dict:
+    """The library's defaults of the firewall options (imported only when needed:
+    the firewall modules are not loaded for other commands)."""
+    import inspect
+
+    from .firewall.desired import desired_state
+    from .firewall.ops import Options
+
+    o = Options()
+    d = inspect.signature(desired_state).parameters
+    return {"table": d["table"].default, "priority": d["priority"].default,
+            "mode": d["mode"].default, "backend": o.backend, "lock_file": o.lock_file,
+            "lock_timeout": o.lock_timeout, "state_dir": o.state_dir}
+
+
+class _LibraryDefaultsHelp(argparse.HelpFormatter):
+    """Shows ``{default}`` in an option's help as the library's default."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = super()._expand_help(action)
+        if "{default}" in text:
+            text = text.replace("{default}", str(_firewall_defaults()[action.dest]))
+        return text
+
+
 def _add_firewall(sub) -> None:
     from .firewall.desired import DEFAULT_RTP_PORTS, DEFAULT_SIP_PORTS
 
@@ -204,7 +215,9 @@ def _add_firewall(sub) -> None:
                    _cmd_firewall_remove),
     }
     for name, (text, func) in helps.items():
-        a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        # option defaults are None here: the library's apply (shown by {default} in help)
+        a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                            formatter_class=_LibraryDefaultsHelp)
         if name != "remove":
             a.add_argument("--allowlist", metavar="F",
                            help="allowlist TOML file (default: embedded Twilio dataset); an [sbc] "
@@ -213,10 +226,11 @@ def _add_firewall(sub) -> None:
                            help="comma list of edges whose ranges to allow (default: all; Twilio asks "
                                 "you to allow ALL edges); ranges without an edge, like Twilio's "
                                 "media range, are always kept")
-            a.add_argument("--mode", choices=("enforce", "monitor"), default="enforce",
-                           help="enforce: drop untrusted traffic to the SBC ports; monitor: only count it")
-            a.add_argument("--priority", type=int, default=-10,
-                           help="input hook priority (nft backend; default: -10)")
+            a.add_argument("--mode", choices=("enforce", "monitor"),
+                           help="enforce: drop untrusted traffic to the SBC ports; monitor: only count "
+                                "it (default: {default})")
+            a.add_argument("--priority", type=int,
+                           help="input hook priority (nft backend; default: {default})")
             a.add_argument("--sip-ports", metavar="LIST",
                            help="the SBC's own SIP listening ports, reached by role signaling "
                                 f"(default: [sbc] sip_ports, else {DEFAULT_SIP_PORTS}); e.g. "
@@ -230,20 +244,20 @@ def _add_firewall(sub) -> None:
             a.add_argument("--force", action="store_true",
                            help="apply even a configuration sipedge refuses as unsafe: drops on the "
                                 "namespace's ephemeral ports or SSH, a prefix that is every address")
-        a.add_argument("--table", default="sipedge",
-                       help="nft table name (default: sipedge); with ipset: set-name prefix, and "
-                            "upper-cased, the iptables chain")
-        a.add_argument("--backend", choices=("nft", "ipset"), default="nft",
-                       help="nft (netlink, default) or ipset (+ iptables rules)")
+        a.add_argument("--table",
+                       help="nft table name (default: {default}); with ipset: set-name prefix, "
+                            "and upper-cased, the iptables chain")
+        a.add_argument("--backend", choices=("nft", "ipset"),
+                       help="nft (netlink) or ipset (+ iptables rules) (default: {default})")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
         if name in ("apply", "remove"):
-            a.add_argument("--lock-file", default="/run/sipedge/firewall.lock", metavar="F",
-                           help="lock file so two runs never interleave (default: %(default)s)")
-            a.add_argument("--lock-timeout", type=_lock_timeout, default=30.0, metavar="S",
-                           help="seconds to wait for the lock, 0-86400 (default: 30)")
+            a.add_argument("--lock-file", metavar="F",
+                           help="lock file so two runs never interleave (default: {default})")
+            a.add_argument("--lock-timeout", type=_lock_timeout, metavar="S",
+                           help="seconds to wait for the lock, 0-86400 (default: {default})")
         if name != "plan":
-            a.add_argument("--state-dir", default="/var/lib/sipedge", metavar="DIR",
-                           help="where the applied state of the last apply is kept (default: %(default)s)")
+            a.add_argument("--state-dir", metavar="DIR",
+                           help="where the applied state of the last apply is kept (default: {default})")
         a.add_argument("--json", action="store_true", help="print JSON")
         if name == "apply":
             a.add_argument("--metrics-file", metavar="F",
@@ -260,13 +274,12 @@ def _warn(msg) -> None:
 
 
 def _firewall_options(args: argparse.Namespace):
+    """ops.Options from the options given; the rest are the library's defaults."""
     from .firewall.ops import Options
 
-    return Options(netns=args.netns, backend=args.backend,
-                   lock_file=getattr(args, "lock_file", Options.lock_file),
-                   lock_timeout=getattr(args, "lock_timeout", Options.lock_timeout),
-                   state_dir=getattr(args, "state_dir", Options.state_dir),
-                   metrics_file=getattr(args, "metrics_file", None))
+    given = {k: getattr(args, k, None) for k in ("backend", "lock_file", "lock_timeout", "state_dir")}
+    return Options(netns=args.netns, metrics_file=getattr(args, "metrics_file", None),
+                   **{k: v for k, v in given.items() if v is not None})
 
 
 def _firewall_setup(args: argparse.Namespace):
@@ -286,8 +299,8 @@ def _firewall_setup(args: argparse.Namespace):
     iif = [n.strip() for n in args.iif.split(",") if n.strip()] if args.iif else []
     if args.iif is not None and not iif:
         raise errors.InputError("--iif: no interface named; write e.g. --iif eth0,eth1")
-    d = desired_state(al, table=args.table, mode=args.mode, priority=args.priority, sbc=sbc,
-                      iif=iif, force=args.force)
+    given = {k: getattr(args, k) for k in ("table", "mode", "priority") if getattr(args, k) is not None}
+    d = desired_state(al, sbc=sbc, iif=iif, force=args.force, **given)
     return d, _firewall_options(args)
 
 
@@ -381,12 +394,13 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
 def _cmd_firewall_remove(args: argparse.Namespace) -> int:
     from .firewall import ops
 
-    r = ops.remove(args.table, _firewall_options(args))
+    table = args.table if args.table is not None else _firewall_defaults()["table"]
+    r = ops.remove(table, _firewall_options(args))
     if args.json:
         _print_json(r)
     else:
-        print(f"removed table inet {args.table}" if r["removed"]
-              else f"nothing to remove: no table inet {args.table}")
+        print(f"removed table inet {table}" if r["removed"]
+              else f"nothing to remove: no table inet {table}")
     return 0
 
 
@@ -454,6 +468,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if ts.dr_url:
         print(f"disaster recovery {ts.dr_url}: {100 * dr / args.picks:.2f}%")
     print(f"{args.picks} picks, seed {seed}")
+    return 0
 
 # ------------------------------------------------------------------------ classify
 def _add_classify(sub) -> None:
@@ -532,7 +547,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     print(f"{'kind':<8} {'frames':>10} {'trusted':>10} {'untrusted':>10}")
     for k in KINDS:
         print(f"{k:<8} {by_kind[k]:>10} {trusted[k]:>10} {by_kind[k] - trusted[k]:>10}")
-    edges = {}
+    edges: dict = {}
     for (kind, t, edge), n in rep.counts.items():
         if edge is not None:
             row = edges.setdefault(edge, [0, 0])
@@ -545,8 +560,157 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- resolve / probe
+def _add_resolver_args(p) -> None:
+    p.add_argument("--nameserver", metavar="IP[:PORT]", action="append",
+                   help="DNS server to ask (repeatable; default: /etc/resolv.conf)")
+    p.add_argument("--dns-timeout", type=float, default=2.0, metavar="S",
+                   help="seconds for each DNS query, retries included (default: 2)")
+
+
+def _resolver(args: argparse.Namespace):
+    from .locate import Resolver
+
+    return Resolver(args.nameserver, timeout=args.dns_timeout)
+
+
+def _add_resolve(sub) -> None:
+    p = sub.add_parser(
+        "resolve", help="RFC 3263: the DNS steps and the failover order of a SIP URI",
+        description="Resolve a sip:/sips: URI or a host name as RFC 3263 says (NAPTR, SRV, "
+                    "A/AAAA; an explicit port or numeric host skips what it should) and print "
+                    "each step and the resulting failover order: host, address, port, "
+                    "transport, SRV priority and weight, TTL left. The SRV order is one draw "
+                    "of sipedge's selection (run it again for another).")
+    p.add_argument("uri", metavar="URI", help="sip:host[:port][;transport=...], sips:..., or a host name")
+    _add_resolver_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_resolve)
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    res = _resolver(args).resolve(args.uri)
+    out = res.to_dict()
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"RFC 3263 steps for {out['uri']}:")
+    for st in out["steps"]:
+        note = f"   ({st['note']})" if st["note"] else ""
+        print(f"  {st['query']}{note}")
+        for line in st["answer"]:
+            print(f"      {line}")
+    rows = out["destinations"]
+    print(f"failover order (transport {out['transport']}):")
+    w_host = max([len(r["host"]) for r in rows] + [4])
+    w_addr = max([len(r["address"]) for r in rows] + [7])
+    print(f"  {'#':>2}  {'host':<{w_host}}  {'address':<{w_addr}}  {'port':>5}  {'transport':<9}  "
+          f"{'prio':>5}  {'weight':>6}  {'ttl':>8}")
+    for i, r in enumerate(rows, 1):
+        ttl = "-" if r["ttl"] is None else f"{r['ttl']:.0f} s"
+        print(f"  {i:>2}  {r['host']:<{w_host}}  {r['address']:<{w_addr}}  {r['port']:>5}  "
+              f"{r['transport']:<9}  {r['priority']:>5}  {r['weight']:>6}  {ttl:>8}")
+    return 0
+
+
+def _add_probe(sub) -> None:
+    p = sub.add_parser(
+        "probe", help="SIP OPTIONS health probes: state, last code, latency per target",
+        description="Send SIP OPTIONS (UDP, TCP or TLS, from the URI) to each target COUNT "
+                    "times, INTERVAL seconds apart, and print each target's state, last "
+                    "response and latency (EWMA and spread). Host names are resolved with "
+                    "RFC 3263. Exit 0 when every target is up, 6 when one is out. Twilio "
+                    "hosts refuse an interval under 10 s.")
+    p.add_argument("uri", metavar="URI", nargs="+", help="sip:/sips: URI or host name")
+    p.add_argument("--interval", type=float, default=10.0, metavar="S",
+                   help="seconds between probes of one target (default: 10)")
+    p.add_argument("--count", type=int, default=1, metavar="N",
+                   help="probes per target (default: 1)")
+    p.add_argument("--timeout", type=float, default=4.0, metavar="S",
+                   help="seconds without a final response before a probe fails with a local "
+                        "408 (default: 4, Twilio's failover time)")
+    p.add_argument("--reply-codes", metavar="LIST",
+                   help="codes or classes that count as alive, e.g. 200,2xx,404 "
+                        "(default: any final response)")
+    p.add_argument("--fail-threshold", type=int, default=1, metavar="N",
+                   help="consecutive failures that put a target out (default: 1)")
+    p.add_argument("--ok-threshold", type=int, default=1, metavar="N",
+                   help="consecutive successes that bring it back (default: 1)")
+    p.add_argument("--each-address", action="store_true",
+                   help="resolve each URI and probe every address it resolves to")
+    p.add_argument("--watch", action="store_true",
+                   help="also print each result as it comes, before the summary (with "
+                        "--json: one JSON object a line, the summary last)")
+    _add_resolver_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .locate import Prober
+
+    if not 1 <= args.count <= 1_000_000:
+        raise errors.InputError(f"--count {args.count} is out of range 1-1000000")
+    resolver = None
+    targets: list = []
+    needs_dns = args.each_address or any(
+        not _numeric_host(u) for u in args.uri)
+    if needs_dns:
+        resolver = _resolver(args)
+    for u in args.uri:
+        if resolver is not None and args.each_address and not _numeric_host(u):
+            targets.extend(resolver.resolve(u).destinations)
+        else:
+            targets.append(u)
+    def watch(r) -> None:
+        lat = None if r.latency is None else round(r.latency * 1000, 3)
+        if args.json:
+            print(json.dumps({"uri": r.target.uri, "address": r.address, "ok": r.ok,
+                              "code": r.code, "reason": r.reason, "latency_ms": lat,
+                              "state": r.state, "changed": r.changed}), flush=True)
+        else:
+            ms = "-" if lat is None else f"{lat:.2f} ms"
+            print(f"{r.target.uri} {r.address or '-'} {r.state}{' (changed)' if r.changed else ''}"
+                  f" {ms} {r.reason}", flush=True)
+
+    prober = Prober(targets, interval=args.interval, timeout=args.timeout,
+                    reply_codes=args.reply_codes, fail_threshold=args.fail_threshold,
+                    ok_threshold=args.ok_threshold, resolver=resolver, stagger=False,
+                    on_result=watch if args.watch else None)
+    asyncio.run(prober.run(rounds=args.count))
+    rows = [s.to_dict() for s in prober.status()]
+    code = 0 if all(r["state"] == "up" for r in rows) else errors.EXIT_NO_TARGET
+    if args.json:
+        summary = {"interval": args.interval, "count": args.count, "targets": rows}
+        if args.watch:      # JSON lines throughout: the summary is the last line
+            print(json.dumps(summary))
+        else:
+            _print_json(summary)
+        return code
+    w_uri = max([len(r["uri"]) for r in rows] + [3])
+    w_addr = max([len(r["address"] or "-") for r in rows] + [7])
+    print(f"{'uri':<{w_uri}}  {'address':<{w_addr}}  {'state':<7}  {'code':>4}  "
+          f"{'latency':>10}  {'spread':>9}  {'answered':>8}  last")
+    for r in rows:
+        lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.2f} ms"
+        spr = "-" if r["spread_ms"] is None else f"{r['spread_ms']:.2f} ms"
+        print(f"{r['uri']:<{w_uri}}  {r['address'] or '-':<{w_addr}}  {r['state']:<7}  "
+              f"{r['last_code'] or '-':>4}  {lat:>10}  {spr:>9}  "
+              f"{r['answered']:>3}/{r['sent']:<4}  {r['last_reason']}")
+    return code
+
+
+def _numeric_host(text: str) -> bool:
+    from .locate.resolve import as_uri
+
+    return as_uri(text).host_kind != "name"
+
+
 # ------------------------------------------------------------------------ the rest
-ADDERS = [_add_edges, _add_allowlist, _add_hosts, _add_firewall, _add_select, _add_classify]
+ADDERS = [_add_edges, _add_allowlist, _add_hosts, _add_firewall, _add_select, _add_classify,
+          _add_resolve, _add_probe]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,20 +6,7 @@ callers who do not know sipedge. Messages name the thing (file, line, value,
 limit) and the fix; the CLI prints ``str(err)`` as one line on stderr and exits
 with ``err.exit_code``.
 
-Exit codes (also listed by ``sipedge --help``):
-  0  success (for ``firewall apply``: applied, or nothing to change)
-  1  unexpected internal error (a bug: please report it)
-  2  usage error (bad command-line arguments)
-  3  bad input: allowlist, URI, capture file, address, snapshot
-  4  permission: not root / no CAP_NET_ADMIN
-  5  the system cannot do it: kernel support, namespace, netlink, lock held
-  6  no usable target (every target out of service, no disaster-recovery URL)
-  7  drift: the live firewall differs from the desired state (``firewall status``)
-  8  refused: the firewall change would break the host (drops on its ephemeral
-     ports or SSH, a world-open prefix; ``--force`` overrides) or touch a table
-     sipedge did not create
-  9  applied, but writing the applied-state or metrics file failed afterwards
-     (the firewall WAS changed; the message names the file)
+The exit codes are :data:`EXIT_CODES` (``sipedge --help`` prints that table).
 """
 from __future__ import annotations
 
@@ -33,8 +20,26 @@ EXIT_PERMISSION = 4
 EXIT_SYSTEM = 5
 EXIT_NO_TARGET = 6
 EXIT_DRIFT = 7
-EXIT_REFUSED = 8
-EXIT_APPLIED_WITH_ERRORS = 9
+EXIT_RESOLVE = 8
+EXIT_REFUSED = 9
+EXIT_APPLIED_WITH_ERRORS = 10
+
+#: exit code -> what it means; the CLI's --help prints this table
+EXIT_CODES = {
+    EXIT_OK: "success (firewall apply: applied, or nothing to change)",
+    EXIT_INTERNAL: "unexpected internal error (a bug: please report it)",
+    EXIT_USAGE: "usage error (bad command-line arguments)",
+    EXIT_INPUT: "bad input: allowlist, URI, capture file, address, snapshot",
+    EXIT_PERMISSION: "permission: not root / no CAP_NET_ADMIN",
+    EXIT_SYSTEM: "the system cannot do it: kernel support, namespace, netlink, lock held",
+    EXIT_NO_TARGET: "no usable target (every target out, no disaster-recovery URL; probe: a probed target is out)",
+    EXIT_DRIFT: "drift: the live firewall differs from the desired state (firewall status)",
+    EXIT_RESOLVE: "DNS resolution failed: NXDOMAIN, SERVFAIL, timeout, records pointing nowhere",
+    EXIT_REFUSED: "refused: the firewall change would break the host (drops on its ephemeral ports or "
+                  "SSH, a world-open prefix; --force overrides) or touch a table sipedge did not create",
+    EXIT_APPLIED_WITH_ERRORS: "applied, but writing the applied-state or metrics file failed afterwards "
+                              "(the firewall WAS changed; the message names the file)",
+}
 
 
 class SipedgeError(Exception):
@@ -144,3 +149,14 @@ class AppliedButUnrecorded(FirewallError):
     def __init__(self, msg: str, result: dict) -> None:
         super().__init__(msg)
         self.result = result
+
+
+class ResolveError(SipedgeError, LookupError):
+    """A host name that could not be resolved (NXDOMAIN, SERVFAIL, timeout, records
+    pointing nowhere) and no last good answer young enough to keep using."""
+
+    exit_code = EXIT_RESOLVE
+
+
+class ProbeError(InputError):
+    """A probe configuration that cannot be used (e.g. an interval under Twilio's limit)."""

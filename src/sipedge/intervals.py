@@ -36,6 +36,8 @@ __all__ = ["BITS", "MASKS", "Spans", "cidrs", "cidr_count", "spans", "merge_sort
            "unpack_intervals", "interval_text", "flatten", "blocks_of"]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+#: an address as lookups take it: text, packed bytes (4 or 16) or an ipaddress object
+Address = Union[str, bytes, ipaddress.IPv4Address, ipaddress.IPv6Address]
 Range = Tuple[int, int, int]  # (lo, hi, value index), inclusive
 
 #: address width of each IP version
@@ -84,7 +86,7 @@ class Spans(NamedTuple):
 
     starts: list
     ends: list
-    count: int  # CIDR blocks the spans split into (the collapsed networks)
+    count: int  # type: ignore[assignment]  # CIDR blocks (the collapsed networks); shadows tuple.count
 
 
 def spans(starts: list[int], ends: list[int]) -> Spans:

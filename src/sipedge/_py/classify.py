@@ -720,7 +720,7 @@ class Classifier:
         cfg = self._cfg
         width = len(cfg.edges) + 1
         counts = [0] * (len(KINDS) * 2 * width)
-        codes = [] if frames else None
+        codes: Any = [] if frames else None
         buf = byte_view(buf)
         total = len(buf)
         k = 0

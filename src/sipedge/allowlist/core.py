@@ -25,16 +25,19 @@ import warnings
 from array import array
 from itertools import compress, islice, repeat
 from operator import add, and_, eq, itemgetter, lshift, ne, or_, rshift
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
 from .. import _impl
 from ..errors import AllowlistError
-from ..intervals import MASKS, Spans, cidrs, merge_sorted, pack_columns, spans, unpack_columns
+from ..intervals import BITS, Address, MASKS, flatten, Spans, cidrs, merge_sorted, pack_columns, spans, unpack_columns
 from . import snapshot
 from .model import AllEdgesWarning, Entry, Match, PortRange
 from .parse import embedded, parse
 
-_prefix = _impl.load("prefix")
+if TYPE_CHECKING:  # the native module's stub describes both implementations
+    from .. import _prefix
+else:
+    _prefix = _impl.load("prefix")
 
 __all__ = ["Allowlist"]
 
@@ -46,8 +49,9 @@ _ONES = repeat(1)
 # ones merged. It is computed on integers, a whole column at a time (map,
 # compress, accumulate run in C): 100,000 prefixes take milliseconds, not the
 # second that ipaddress objects take.
-def _blocks_from_text(prefixes: list, version: int) -> tuple[list, list]:
-    """(lo, hi) columns of canonical ``str(network)`` prefixes of one version, sorted."""
+def _bounds_of_text(prefixes: list, version: int) -> tuple[list, list]:
+    """(lo, hi) columns (inclusive) of canonical ``str(network)`` prefixes of one
+    version, in their order."""
     if not prefixes:
         return [], []
     parts = "/".join(prefixes).split("/")
@@ -57,17 +61,52 @@ def _blocks_from_text(prefixes: list, version: int) -> tuple[list, list]:
         if sys.byteorder == "little":
             a.byteswap()
         lo = a.tolist()
-        bits = 32
     else:
         packed = list(map(socket.inet_pton, repeat(socket.AF_INET6, len(prefixes)), parts[0::2]))
-        lo = list(map(int.from_bytes, packed, repeat("big", len(packed))))
-        bits = 128
-    hi = list(map(or_, lo, map(MASKS[version].__getitem__, map(int, parts[1::2]))))
+        lo = list(map(int.from_bytes, packed, repeat("big", len(packed))))  # type: ignore[arg-type]
+    return lo, list(map(or_, lo, map(MASKS[version].__getitem__, map(int, parts[1::2]))))
+
+
+def _blocks_from_text(prefixes: list, version: int) -> tuple[list, list]:
+    """(lo, hi) columns of canonical ``str(network)`` prefixes of one version, sorted."""
+    if not prefixes:
+        return [], []
+    lo, hi = _bounds_of_text(prefixes, version)
+    bits = BITS[version]
     # one sort of (lo << bits | hi) integers orders by start, then end
     keys = sorted(map(or_, map(lshift, lo, repeat(bits, len(lo))), hi))
     mask = (1 << bits) - 1
     return (list(map(rshift, keys, repeat(bits, len(keys)))),
             list(map(and_, keys, repeat(mask, len(keys)))))
+
+
+def _table_of(values: list) -> "_prefix.PrefixTable":
+    """The prefix table of :class:`Match` *values* (canonical prefix text), built on
+    integers: the same table as ``PrefixTable((ip_network(m.prefix), m) for m in
+    values)`` without an ipaddress object (a tenth of the time for 100k)."""
+    prefixes = list(map(itemgetter(2), values))
+    is6 = [":" in p for p in prefixes]
+    ranges = []
+    for version, pick in ((4, [not x for x in is6]), (6, is6)):
+        lo, hi = _bounds_of_text(list(compress(prefixes, pick)), version)
+        ranges.append(flatten(zip(lo, hi, compress(range(len(values)), pick))))
+    r4, r6 = ranges
+    low64 = (1 << 64) - 1
+
+    def col(code: str, xs: Iterable[int]) -> bytes:
+        return array(code, xs).tobytes()
+
+    def col6(xs: list) -> bytes:
+        flat = [0] * (2 * len(xs))
+        flat[0::2] = map(rshift, xs, repeat(64, len(xs)))
+        flat[1::2] = map(and_, xs, repeat(low64, len(xs)))
+        return array("Q", flat).tobytes()
+
+    lo6, hi6 = [r[0] for r in r6], [r[1] for r in r6]
+    return _prefix.PrefixTable.from_ranges(
+        col("I", map(itemgetter(0), r4)), col("I", map(itemgetter(1), r4)),
+        col("i", map(itemgetter(2), r4)), col6(lo6), col6(hi6),
+        col("i", map(itemgetter(2), r6)), values)
 
 
 def _role_spans_exact(values: Sequence[Match], role: str) -> tuple[Spans, Spans]:
@@ -197,7 +236,7 @@ class Allowlist:
                                   for r in self.ports})
 
     @property
-    def table(self):
+    def table(self) -> "_prefix.PrefixTable":
         """The compiled prefix table (read-only use: its ``values`` are :class:`Match`
         tuples in table order; the classifier looks addresses up in it)."""
         return self._table
@@ -254,11 +293,11 @@ class Allowlist:
         snapshot.save(self.compiled(), path, source)
 
     # -- queries ----------------------------------------------------------------------
-    def match(self, addr) -> Optional[Match]:  # replaced per instance by the table's get
+    def match(self, addr: Address) -> Optional[Match]:  # replaced per instance by the table's get
         """Role, edge and prefix of the most specific range holding *addr*, or None."""
         return self._table.get(addr)
 
-    def __contains__(self, addr) -> bool:
+    def __contains__(self, addr: object) -> bool:
         return addr in self._table
 
     @property
@@ -335,14 +374,14 @@ class Allowlist:
     @property
     def edges(self) -> list[str]:
         """The edge names that have ranges of their own, in file order."""
-        seen: dict = {}
-        for e in self.entries:
-            if e.edge is not None:
-                seen.setdefault(e.edge, None)
+        seen = dict.fromkeys(map(itemgetter(1), self._table.values))
+        seen.pop(None, None)
         return list(seen)
 
     def select(self, edges: Iterable[str], warn: bool = True) -> "Allowlist":
         """Only the ranges of *edges* (and those of every edge, ``edge=None``).
+        Works on the compiled table (a 100k-prefix snapshot selects in a fraction
+        of a second): no entry objects are built.
 
         Twilio asks customers to allow all edges, since calls can arrive through
         any of them; an :class:`AllEdgesWarning` says so unless *warn* is False.
@@ -364,10 +403,13 @@ class Allowlist:
                     f"allowing only edges {', '.join(want)}: Twilio asks you to allow ALL edges "
                     f"(calls can arrive through any); left out: {', '.join(left)}",
                     AllEdgesWarning, stacklevel=2)
-        keep = set(want)
+        keep: set[Optional[str]] = set(want)
         meta = dict(self.meta, selected_edges=want)
-        return Allowlist([e for e in self.entries if e.edge is None or e.edge in keep],
-                         self.ports, meta, self.carriers)
+        keep.add(None)
+        values = self._table.values
+        kept = list(compress(values, map(keep.__contains__, map(itemgetter(1), values))))
+        return Allowlist._from_table(_table_of(kept), {r: list(p) for r, p in self.ports.items()},
+                                     meta, dict(self.carriers))
 
     def to_dict(self) -> dict:
         """Plain data for JSON: meta, ports, ranges (edge None -> null)."""

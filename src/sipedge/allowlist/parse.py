@@ -238,8 +238,8 @@ def parse(text: str, source: str, base: Optional[Parsed] = None,
             raise AllowlistError(f"{src.where(line)}bad edge {edge!r}: a lower-case name such as "
                                  "'ashburn', or \"*\" for every edge")
         if carriers.get(role) == "twilio" and edge != ALL_EDGES:
-            e = catalog.EDGES.get(edge)
-            if e is None or not e.sip_trunking:
+            twilio_edge = catalog.EDGES.get(edge)
+            if twilio_edge is None or not twilio_edge.sip_trunking:
                 line = src.line_of(edge, start)
                 valid = ", ".join(n for n, x in catalog.EDGES.items() if x.sip_trunking)
                 raise AllowlistError(f"{src.where(line)}unknown Twilio edge {edge!r} for role "
@@ -280,6 +280,7 @@ def parse(text: str, source: str, base: Optional[Parsed] = None,
                     f"{src.where(line)}duplicate prefix {p!r} in role {role!r}: already listed "
                     f"{where_first} (edge {first_edge or ALL_EDGES}); list each network once per role")
             seen[key] = (k, p, edge_v)
+            assert isinstance(role, str) and net is not None  # both checked above
             entries.append(Entry(role, edge_v, net))
     if not entries:
         raise AllowlistError(f"{source}: the allowlist has no ranges: add a [[ranges]] table "

@@ -16,13 +16,16 @@ do) does not load an implementation.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import F_BAD as BAD
 from ._common import F_FRAG_FIRST as FRAG_FIRST
 from ._common import F_FRAG_LATER as FRAG_LATER
 from ._common import F_NOT_IP as NOT_IP
 from ._common import KINDS, FrameInfo, Report
+
+if TYPE_CHECKING:  # the native module's stub describes both implementations
+    from .._classify import Classifier, Verdict
 
 __all__ = ["Classifier", "Verdict", "Report", "FrameInfo", "KINDS",
            "FRAG_FIRST", "FRAG_LATER", "NOT_IP", "BAD"]

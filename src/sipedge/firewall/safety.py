@@ -4,7 +4,7 @@ Before an apply in ``enforce`` mode, sipedge reads, inside the target network
 namespace, the range Linux picks local ports from
 (``net.ipv4.ip_local_port_range``, usually 32768-60999) and the SSH port(s)
 (22, plus ``Port`` lines of /etc/ssh/sshd_config and sshd_config.d/*.conf),
-and refuses (:class:`~sipedge.errors.UnsafeConfigError`, exit 8) a drop rule
+and refuses (:class:`~sipedge.errors.UnsafeConfigError`, exit 9) a drop rule
 that covers any of them: replies to the host's own DNS/NTP/HTTP clients come
 back to those ports, and an administrator's SSH must keep working. The
 conntrack accept in front of the drops already lets replies through; the

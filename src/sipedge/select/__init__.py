@@ -57,14 +57,17 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .. import _impl
 from ..twilio import catalog
 from ..errors import InputError, SelectionError, URIError
 from ..twilio.uri import OriginationURI, parse_uri
 
-_core = _impl.load("select")
+if TYPE_CHECKING:  # the native module's stub describes both implementations
+    from .. import _select as _core
+else:
+    _core = _impl.load("select")
 
 #: SIP final responses after which Twilio does NOT try the next URI (plus every 6xx).
 NO_FAILOVER_CODES = frozenset({400, 404, 405, 410, 416, 482, 484, 486})
@@ -219,8 +222,8 @@ class TargetSet:
             seed=seed, clock=clock, fallback=self.dr_url,
             empty_message=empty)
         # the hot calls go straight to the core (no wrapper frame)
-        self.order = self._core.order
-        self.pick = self._core.pick
+        self.order = self._core.order  # type: ignore[method-assign]
+        self.pick = self._core.pick  # type: ignore[method-assign]
 
     @classmethod
     def from_twilio(cls, records: Iterable[Any], **kwargs: Any) -> "TargetSet":
@@ -237,12 +240,12 @@ class TargetSet:
 
     # ------------------------------------------------------------- selection
     # (instances bind these straight to the core; these definitions document them)
-    def order(self) -> list:
+    def order(self) -> list[Union[Target, str]]:
         """Every usable target in RFC 2782 failover order (one draw per choice).
         No usable target: ``[dr_url]`` if set, else :class:`SelectionError`."""
         return self._core.order()
 
-    def pick(self, key: Any = None):
+    def pick(self, key: Union[str, bytes, int, None] = None) -> Union[Target, str]:
         """The first target of :meth:`order` (at most one draw), or with *key*
         the sticky choice for that key. No usable target: ``dr_url`` if set,
         else :class:`SelectionError`."""

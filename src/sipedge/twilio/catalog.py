@@ -193,6 +193,7 @@ def api_host(product: str = "api", edge: Optional[str] = None, region: Optional[
     if e is None and r is None:
         return f"{prod}.twilio.com"
     if e is None:
+        assert r is not None
         warnings.warn(
             f"region {r.name!r} without an edge gives the deprecated host {prod}.{r.name}.twilio.com, "
             f"which Twilio processes in US1; set an edge too (e.g. edge={r.default_edge!r})",
