@@ -70,6 +70,12 @@ class SetSpec:
     """
 
     __slots__ = ("name", "role", "family", "prefix_count", "_intervals", "_packed")
+    name: str
+    role: str
+    family: int
+    prefix_count: int
+    _intervals: Optional[tuple]
+    _packed: Optional[bytes]
 
     def __init__(self, name: str, role: str, family: int, intervals: Optional[tuple] = None,
                  prefix_count: int = 0, *, packed: Optional[bytes] = None) -> None:
@@ -86,23 +92,27 @@ class SetSpec:
     @property
     def intervals(self) -> tuple:
         """((start, end_exclusive), ...) sorted, merged."""
-        if self._intervals is None:
-            object.__setattr__(self, "_intervals", unpack_intervals(self._packed, self.family))
-        return self._intervals
+        ivs = self._intervals
+        if ivs is None:
+            ivs = unpack_intervals(self._packed or b"", self.family)
+            object.__setattr__(self, "_intervals", ivs)
+        return ivs
 
     @property
     def packed(self) -> bytes:
         """The intervals as bytes (see :func:`pack_intervals`), computed once."""
-        if self._packed is None:
-            object.__setattr__(self, "_packed", pack_intervals(self._intervals, self.family))
-        return self._packed
+        data = self._packed
+        if data is None:
+            data = pack_intervals(self._intervals or (), self.family)
+            object.__setattr__(self, "_packed", data)
+        return data
 
     @property
     def interval_count(self) -> int:
         """``len(intervals)``, without unpacking them."""
         if self._packed is not None:
             return len(self._packed) // (8 if self.family == 4 else 32)
-        return len(self._intervals)
+        return len(self._intervals or ())
 
     def __setattr__(self, name: str, value) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
