@@ -159,6 +159,15 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ firewall
+def _lock_timeout(text: str) -> float:
+    from .firewall.state import check_lock_timeout
+
+    try:
+        return check_lock_timeout(text)
+    except errors.InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _firewall_defaults() -> dict:
     """The library's defaults of the firewall options (imported only when needed:
     the firewall modules are not loaded for other commands)."""
@@ -185,9 +194,15 @@ class _LibraryDefaultsHelp(argparse.HelpFormatter):
 
 
 def _add_firewall(sub) -> None:
+    from .firewall.desired import DEFAULT_RTP_PORTS, DEFAULT_SIP_PORTS
+
     p = sub.add_parser("firewall", help="program the firewall from the allowlist",
                        description="Keep the kernel firewall equal to the allowlist: sipedge's own "
-                                   "table only, rules matching only the SBC's SIP and media ports.")
+                                   "table only (marked as sipedge's). Established/related and "
+                                   "loopback traffic is accepted first; then the carrier's "
+                                   "addresses may reach the SBC's own SIP and RTP ports, and the "
+                                   "rest of the traffic to those ports is dropped (enforce) or "
+                                   "counted (monitor). Nothing else is matched. See docs/firewall.md.")
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     helps = {
         "plan": ("print the nft ruleset (no root needed); with root, the change against the kernel",
@@ -196,70 +211,97 @@ def _add_firewall(sub) -> None:
                   _cmd_firewall_apply),
         "status": ("live state vs desired: drift, per-rule counters (exit 7 on drift)",
                    _cmd_firewall_status),
-        "remove": ("delete sipedge's table (nothing else)", _cmd_firewall_remove),
+        "remove": ("delete sipedge's table (nothing else; a table sipedge did not create is refused)",
+                   _cmd_firewall_remove),
     }
     for name, (text, func) in helps.items():
         # option defaults are None here: the library's apply (shown by {default} in help)
         a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                             formatter_class=_LibraryDefaultsHelp)
-        a.add_argument("--allowlist", metavar="F", help="allowlist TOML file (default: embedded Twilio dataset)")
-        a.add_argument("--edges", metavar="LIST",
-                       help="comma list of edges whose ranges to allow (default: all); ranges "
-                            "without an edge, like Twilio's media range, are always kept")
+        if name != "remove":
+            a.add_argument("--allowlist", metavar="F",
+                           help="allowlist TOML file (default: embedded Twilio dataset); an [sbc] "
+                                "section in it may set the SBC's ports")
+            a.add_argument("--edges", metavar="LIST",
+                           help="comma list of edges whose ranges to allow (default: all; Twilio asks "
+                                "you to allow ALL edges); ranges without an edge, like Twilio's "
+                                "media range, are always kept")
+            a.add_argument("--mode", choices=("enforce", "monitor"),
+                           help="enforce: drop untrusted traffic to the SBC ports; monitor: only count "
+                                "it (default: {default})")
+            a.add_argument("--priority", type=int,
+                           help="input hook priority (nft backend; default: {default})")
+            a.add_argument("--sip-ports", metavar="LIST",
+                           help="the SBC's own SIP listening ports, reached by role signaling "
+                                f"(default: [sbc] sip_ports, else {DEFAULT_SIP_PORTS}); e.g. "
+                                "5080/udp,5080/tcp for a FreeSWITCH external profile")
+            a.add_argument("--rtp-ports", metavar="LIST",
+                           help="the SBC's own RTP port range, reached by role media (default: [sbc] "
+                                f"rtp_ports, else {DEFAULT_RTP_PORTS}, Asterisk's default and below "
+                                "Linux's ephemeral ports); FreeSWITCH: 16384-32768/udp")
+            a.add_argument("--iif", metavar="NAME[,NAME]",
+                           help="apply the port rules only to packets arriving on these interfaces")
+            a.add_argument("--force", action="store_true",
+                           help="apply even a configuration sipedge refuses as unsafe: drops on the "
+                                "namespace's ephemeral ports or SSH, a prefix that is every address")
         a.add_argument("--table",
                        help="nft table name (default: {default}); with ipset: set-name prefix, "
                             "and upper-cased, the iptables chain")
         a.add_argument("--backend", choices=("nft", "ipset"),
                        help="nft (netlink) or ipset (+ iptables rules) (default: {default})")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
-        a.add_argument("--mode", choices=("enforce", "monitor"),
-                       help="enforce: drop untrusted traffic to the SBC ports; monitor: only count "
-                            "it (default: {default})")
-        a.add_argument("--priority", type=int,
-                       help="input hook priority (nft backend; default: {default})")
-        a.add_argument("--signaling-ports", metavar="LIST",
-                       help="override signaling ports, e.g. 5060/udp,5060/tcp,5061/tcp")
-        a.add_argument("--media-ports", metavar="LIST", help="override media ports, e.g. 10000-60000/udp")
-        a.add_argument("--lock-file", metavar="F",
-                       help="lock file so two runs never interleave (default: {default})")
-        a.add_argument("--lock-timeout", type=float, metavar="S",
-                       help="seconds to wait for the lock (default: {default})")
-        a.add_argument("--state-dir", metavar="DIR",
-                       help="where the state of the last apply is kept (default: {default})")
+        if name in ("apply", "remove"):
+            a.add_argument("--lock-file", metavar="F",
+                           help="lock file so two runs never interleave (default: {default})")
+            a.add_argument("--lock-timeout", type=_lock_timeout, metavar="S",
+                           help="seconds to wait for the lock, 0-86400 (default: {default})")
+        if name != "plan":
+            a.add_argument("--state-dir", metavar="DIR",
+                           help="where the applied state of the last apply is kept (default: {default})")
         a.add_argument("--json", action="store_true", help="print JSON")
         if name == "apply":
             a.add_argument("--metrics-file", metavar="F",
-                           help="write Prometheus textfile metrics (last sync time, prefixes, changes)")
+                           help="write Prometheus textfile metrics (last sync time, prefixes, changes); "
+                                "the directory must exist; the file is mode 0644")
         if name == "plan":
             a.add_argument("--no-live", action="store_true",
                            help="do not read the live state even when running as root")
         a.set_defaults(func=func)
 
 
-#: options whose default is the library's (None on the command line: not given)
-_FIREWALL_OPTIONS = ("table", "mode", "priority", "backend", "lock_file", "lock_timeout",
-                     "state_dir")
+def _warn(msg) -> None:
+    print(f"sipedge: warning: {msg}", file=sys.stderr)
+
+
+def _firewall_options(args: argparse.Namespace):
+    """ops.Options from the options given; the rest are the library's defaults."""
+    from .firewall.ops import Options
+
+    given = {k: getattr(args, k, None) for k in ("backend", "lock_file", "lock_timeout", "state_dir")}
+    return Options(netns=args.netns, metrics_file=getattr(args, "metrics_file", None),
+                   **{k: v for k, v in given.items() if v is not None})
 
 
 def _firewall_setup(args: argparse.Namespace):
-    from .firewall.desired import desired_state, parse_port_list
-    from .firewall.ops import Options
+    import warnings
 
-    al = _load_allowlist(args.allowlist)
+    from .allowlist import Allowlist
+    from .firewall.desired import desired_state, sbc_ports
+
+    al = Allowlist.load(args.allowlist, allow_world=args.force) if args.allowlist else Allowlist.twilio()
     if args.edges:
-        al = al.select(args.edges.split(","), warn=False)
-    ports = {}
-    if args.signaling_ports:
-        ports["signaling"] = parse_port_list(args.signaling_ports, "--signaling-ports")
-    if args.media_ports:
-        ports["media"] = parse_port_list(args.media_ports, "--media-ports")
-    given = {k: getattr(args, k) for k in _FIREWALL_OPTIONS if getattr(args, k) is not None}
-    d = desired_state(al, ports=ports, **{k: v for k, v in given.items()
-                                           if k in ("table", "mode", "priority")})
-    opts = Options(netns=args.netns, metrics_file=getattr(args, "metrics_file", None),
-                   **{k: v for k, v in given.items() if k in ("backend", "lock_file",
-                                                            "lock_timeout", "state_dir")})
-    return d, opts
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            al = al.select(args.edges.split(","))
+        for w in caught:
+            _warn(w.message)
+    sbc = sbc_ports(al, sip=args.sip_ports, rtp=args.rtp_ports)
+    iif = [n.strip() for n in args.iif.split(",") if n.strip()] if args.iif else []
+    if args.iif is not None and not iif:
+        raise errors.InputError("--iif: no interface named; write e.g. --iif eth0,eth1")
+    given = {k: getattr(args, k) for k in ("table", "mode", "priority") if getattr(args, k) is not None}
+    d = desired_state(al, sbc=sbc, iif=iif, force=args.force, **given)
+    return d, _firewall_options(args)
 
 
 def _cmd_firewall_plan(args: argparse.Namespace) -> int:
@@ -273,7 +315,8 @@ def _cmd_firewall_plan(args: argparse.Namespace) -> int:
     sys.stdout.write(out["ruleset"])
     if "action" in out:
         what = {"create": f"would create table inet {d.table}",
-                "replace": f"would replace table inet {d.table} (its chain, rules or sets differ)",
+                "replace": f"would change the structure of table inet {d.table} (its chain, rules "
+                           "or sets differ), gaplessly",
                 "none": f"no change: table inet {d.table} equals the allowlist"}.get(out["action"])
         if what is None:
             adds = sum(len(v["add"]) for v in out["sets"].values())
@@ -288,11 +331,7 @@ def _cmd_firewall_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_firewall_apply(args: argparse.Namespace) -> int:
-    from .firewall import ops
-
-    d, opts = _firewall_setup(args)
-    r = ops.apply(d, opts)
+def _print_apply(args, d, r) -> None:
     if args.json:
         _print_json(r)
     elif r["action"] == "none":
@@ -301,6 +340,22 @@ def _cmd_firewall_apply(args: argparse.Namespace) -> int:
     else:
         print(f"applied ({r['action']}): table inet {d.table}, {r['prefixes']} prefixes, {d.mode}; "
               f"+{r['added']} -{r['deleted']} set intervals in {r['seconds'] * 1000:.1f} ms")
+
+
+def _cmd_firewall_apply(args: argparse.Namespace) -> int:
+    from .firewall import ops
+
+    d, opts = _firewall_setup(args)
+    try:
+        r = ops.apply(d, opts)
+    except errors.AppliedButUnrecorded as e:
+        for w in e.result.get("warnings", []):
+            _warn(w)
+        _print_apply(args, d, e.result)
+        raise
+    for w in r.get("warnings", []):
+        _warn(w)
+    _print_apply(args, d, r)
     return 0
 
 
@@ -311,11 +366,15 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
 
     d, opts = _firewall_setup(args)
     st = ops.status(d, opts)
+    args.exit_code = errors.EXIT_DRIFT if st["drift"] else 0  # also when stdout closes early
     if args.json:
         _print_json(st)
     else:
         if not st["exists"]:
             print(f"table inet {d.table}: missing (run `sipedge firewall apply`)")
+        elif not st["owned"]:
+            print(f"table inet {d.table}: exists but is NOT sipedge's (no \"managed by sipedge\" "
+                  "comment); sipedge will not change it")
         else:
             print(f"table inet {d.table}: {'DRIFT' if st['drift'] else 'in sync'}"
                   f"{'' if st['structure_ok'] else ' (chain, rules or sets differ from desired)'}")
@@ -329,19 +388,19 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
             la = st["last_apply"]
             print(f"last apply: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(la['time']))} UTC, "
                   f"{la['prefixes']} prefixes, {la['mode']}")
-    return errors.EXIT_DRIFT if st["drift"] else 0
+    return args.exit_code
 
 
 def _cmd_firewall_remove(args: argparse.Namespace) -> int:
     from .firewall import ops
 
-    d, opts = _firewall_setup(args)
-    r = ops.remove(d.table, opts)
+    table = args.table if args.table is not None else _firewall_defaults()["table"]
+    r = ops.remove(table, _firewall_options(args))
     if args.json:
         _print_json(r)
     else:
-        print(f"removed table inet {d.table}" if r["removed"]
-              else f"nothing to remove: no table inet {d.table}")
+        print(f"removed table inet {table}" if r["removed"]
+              else f"nothing to remove: no table inet {table}")
     return 0
 
 
@@ -769,12 +828,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except errors.SipedgeError as e:
         print(f"sipedge: error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
-        return 0
+        # the reader went away (`status | head -3`): the exit code still says what was found
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return int(getattr(args, "exit_code", 0) or 0)
     except KeyboardInterrupt:
         print("sipedge: interrupted", file=sys.stderr)
         return 130
