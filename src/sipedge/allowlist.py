@@ -51,7 +51,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import _impl, catalog
+from . import _files, _impl, catalog
 from .errors import AllowlistError
 
 _prefix = _impl.load("prefix")
@@ -227,6 +227,9 @@ def _parse(text: str, source: str, base: Optional[_Parsed] = None) -> _Parsed:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise AllowlistError(f"{source}: not valid TOML: {e}; check quotes, commas and brackets") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise AllowlistError(f"{source}: arrays or tables nested too deeply for an allowlist; "
+                             "an allowlist needs only a few levels (roles.NAME.ports = [...])") from None
     _check_keys(src, doc, _TOP_KEYS, "the top level", 0)
 
     dataset = doc.get("dataset", {})
@@ -600,11 +603,8 @@ class Allowlist:
     @classmethod
     def load(cls, path: str) -> "Allowlist":
         """An allowlist TOML file, or a compiled snapshot (see :meth:`save_snapshot`)."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise AllowlistError(f"{path}: cannot read allowlist: {e.strerror}") from None
+        # a FIFO, device or directory is refused at once, a huge file by its size
+        data = _files.read_regular(path, "allowlist", AllowlistError)
         from . import snapshot
 
         if data.startswith(snapshot.MAGIC):
