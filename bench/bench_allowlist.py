@@ -26,7 +26,8 @@ import pytest
 
 import pytricia  # a test dependency: missing -> ImportError, not a skip
 
-from sipedge import _impl, allowlist as almod  # noqa: E402
+from sipedge import _impl  # noqa: E402
+from sipedge.allowlist import core as almod  # noqa: E402
 from sipedge.allowlist import Allowlist, Match  # noqa: E402
 
 N_ADDR = 10_000

@@ -9,7 +9,8 @@ import sys
 import msgpack
 import pytest
 
-from sipedge import _files, snapshot
+from sipedge import _files
+from sipedge.allowlist import snapshot
 from sipedge.allowlist import Allowlist
 from sipedge.errors import EXIT_INPUT, AllowlistError, SnapshotError
 
@@ -98,7 +99,7 @@ def test_file_at_the_limit_is_read(tmp_path):
 def test_snapshot_fifo_refused(tmp_path):
     fifo = tmp_path / "a.snap"
     os.mkfifo(fifo)
-    code = ("import sys\nfrom sipedge import snapshot\nfrom sipedge.errors import SnapshotError\n"
+    code = ("import sys\nfrom sipedge.allowlist import snapshot\nfrom sipedge.errors import SnapshotError\n"
             "try:\n    snapshot.load(sys.argv[1])\nexcept SnapshotError as e:\n    print(e)\n")
     try:  # in a child: the old open() blocked forever
         r = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True,

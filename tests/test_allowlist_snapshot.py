@@ -5,7 +5,7 @@ import os
 import msgpack
 import pytest
 
-from sipedge import snapshot
+from sipedge.allowlist import snapshot
 from sipedge.allowlist import Allowlist
 from sipedge.cli import main
 from sipedge.errors import EXIT_INPUT, SnapshotError
@@ -105,7 +105,7 @@ def test_stale_twilio_dataset_version(tmp_path):
 
 def test_extended_snapshot_records_twilio_version(tmp_path):
     al = Allowlist.from_toml('[dataset]\nextends = "twilio"\n')
-    data = snapshot.dumps(al)
+    data = snapshot.dumps(al.compiled())
     head = msgpack.unpackb(data[len(snapshot.MAGIC):])
     assert head["twilio"] == "2026.11.0"
     assert head["format"] == snapshot.FORMAT

@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 
-from sipedge import catalog
-from sipedge.catalog import (EDGES, REGIONS, RegionOnlyWarning, api_host, sip_domain_host,
+from sipedge.twilio import catalog
+from sipedge.twilio.catalog import (EDGES, REGIONS, RegionOnlyWarning, api_host, sip_domain_host,
                              sip_registration_host, termination_host)
 from sipedge.errors import CatalogError
 

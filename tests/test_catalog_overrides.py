@@ -2,9 +2,9 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from sipedge import catalog
+from sipedge.twilio import catalog
 from sipedge.errors import OverrideError
-from sipedge.overrides import DEFAULTS, Overrides, RETRY_POLICIES, build, egress_edges, parse
+from sipedge.twilio.overrides import DEFAULTS, Overrides, RETRY_POLICIES, build, egress_edges, parse
 
 URL = "https://example.com/voice"
 

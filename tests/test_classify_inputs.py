@@ -107,7 +107,7 @@ def test_allowlist_too_large_for_the_frame_codes(impl):
         values = range(1 << 24)  # never materialized
 
     class Huge:
-        _table = Table()
+        table = Table()
         ports: dict = {}
 
     with pytest.raises(AllowlistError, match="16777215"):

@@ -37,7 +37,7 @@ def _require_captures():
 
 
 def _kinds(clf, path):
-    from sipedge._py.classify import KINDS
+    from sipedge.classify import KINDS
 
     rep = clf.classify_pcap(path, frames=True)
     return [KINDS[c & 7] for c in rep.codes]

@@ -61,7 +61,7 @@ def test_sdist_has_sources_not_build_products(dists):
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for needed in ("setup.py", "pyproject.toml", "README.md", "csrc/prefix.c", "csrc/prefix.h",
                    "src/sipedge/_prefix.pyx", "src/sipedge/_prefix.pxd",
-                   "src/sipedge/data/twilio.toml", "src/sipedge/py.typed", "tests/conftest.py"):
+                   "src/sipedge/twilio/data/twilio.toml", "src/sipedge/py.typed", "tests/conftest.py"):
         assert needed in names, f"{needed} missing from the sdist"
     assert not [n for n in names if n.endswith((".so", ".o"))]
     assert not [n for n in names if n.startswith("src/sipedge/_") and n.endswith(".c")], \
@@ -72,7 +72,7 @@ def test_wheel_contents(dists):
     _, wheel = dists
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    for needed in ("sipedge/py.typed", "sipedge/_prefix.pyi", "sipedge/data/twilio.toml",
+    for needed in ("sipedge/py.typed", "sipedge/_prefix.pyi", "sipedge/twilio/data/twilio.toml",
                    "sipedge/_py/prefix.py", "sipedge/cli.py"):
         assert needed in names
     sos = sorted(n for n in names if n.endswith(".so"))

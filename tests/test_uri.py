@@ -2,7 +2,7 @@
 import pytest
 
 from sipedge.errors import URIError
-from sipedge.uri import OriginationURI, parse_uri
+from sipedge.twilio.uri import OriginationURI, parse_uri
 
 
 @pytest.mark.parametrize("text,host,kind,port,transport,edge", [

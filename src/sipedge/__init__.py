@@ -26,11 +26,11 @@ from .errors import (
 # `sipedge firewall apply` loads neither the selection nor the classifier.
 _LAZY = {
     "Allowlist": "allowlist", "Entry": "allowlist", "Match": "allowlist", "PortRange": "allowlist",
-    "Overrides": "overrides",
+    "Overrides": "twilio.overrides",
     "Attempt": "select", "Target": "select", "TargetSet": "select", "should_failover": "select",
     "termination_order": "select",
-    "termination_host": "catalog",
-    "OriginationURI": "uri", "parse_uri": "uri",
+    "termination_host": "twilio.catalog",
+    "OriginationURI": "twilio.uri", "parse_uri": "twilio.uri",
     "Classifier": "classify", "Verdict": "classify",
 }
 

@@ -1,6 +1,6 @@
 from typing import Any, Callable, Optional
 
-from sipedge._py.classify import Report
+from sipedge.classify._common import Report
 
 class Verdict:
     @property

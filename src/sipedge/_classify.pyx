@@ -20,8 +20,8 @@ import operator
 import os
 
 from sipedge._prefix cimport PrefixTable, sx_ptable
-from sipedge._py.classify import (KINDS, Config, Report, capture_error, verdict_repr,
-                                  fragment_name, proto_name, _addr, code_of,
+from sipedge.classify._common import (KINDS, Config, Report, capture_error, verdict_repr,
+                                  fragment_name, proto_name, addr_text, code_of,
                                   PROGRESS_FRAMES, byte_view, linktype_error,
                                   check_path, NOT_REGULAR)
 from sipedge.errors import CaptureError
@@ -119,11 +119,11 @@ cdef class Verdict:
 
     @property
     def src(self):
-        return _addr(self.v.ipver, (<char *>self.v.src)[:16])
+        return addr_text(self.v.ipver, (<char *>self.v.src)[:16])
 
     @property
     def dst(self):
-        return _addr(self.v.ipver, (<char *>self.v.dst)[:16])
+        return addr_text(self.v.ipver, (<char *>self.v.dst)[:16])
 
     @property
     def proto(self):

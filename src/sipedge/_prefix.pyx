@@ -8,7 +8,7 @@ from libc.string cimport memcpy
 
 import ipaddress
 
-from sipedge._py.prefix import blocks_of
+from sipedge.intervals import blocks_of
 from sipedge.errors import AddressError
 
 cdef extern from "Python.h":

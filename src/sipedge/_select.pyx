@@ -17,7 +17,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 
 import time
 
-from sipedge._py.select import key_bytes
+from sipedge.select._common import key_bytes
 from sipedge.errors import SelectionError
 
 cdef extern from "rng.h":

@@ -42,7 +42,7 @@ def _add_edges(sub) -> None:
 
 
 def _cmd_edges(args: argparse.Namespace) -> int:
-    from .catalog import EDGES
+    from .twilio.catalog import EDGES
 
     rows = [{"edge": e.name, "location": e.location, "legacy_id": e.legacy_id,
              "kind": e.kind, "sip_trunking": e.sip_trunking, "note": e.note}
@@ -93,10 +93,8 @@ def _cmd_allowlist(args: argparse.Namespace) -> int:
         for w in caught:
             print(f"sipedge: warning: {w.message}", file=sys.stderr)
     if args.snapshot:
-        from . import snapshot
-
         src = args.file if args.file and not _is_snapshot(args.file) else None
-        snapshot.save(al, args.snapshot, src)
+        al.save_snapshot(args.snapshot, src)
     if args.match:
         rows = []
         for ip in args.match:
@@ -119,7 +117,7 @@ def _cmd_allowlist(args: argparse.Namespace) -> int:
 
 
 def _is_snapshot(path: str) -> bool:
-    from .snapshot import MAGIC
+    from .allowlist.snapshot import MAGIC
 
     try:
         with open(path, "rb") as f:
@@ -149,7 +147,7 @@ def _add_hosts(sub) -> None:
 def _cmd_hosts(args: argparse.Namespace) -> int:
     import warnings
 
-    from . import catalog
+    from .twilio import catalog
 
     out = {}
     with warnings.catch_warnings(record=True) as caught:

@@ -74,25 +74,12 @@ import struct
 from bisect import bisect_right
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
-from ..errors import AllowlistError, CaptureError, InputError
-
-KINDS = ("other", "sip", "rtp", "rtcp", "stun", "tls")
-OTHER, SIP, RTP, RTCP, STUN, TLS = range(6)
-
-F_FRAG_FIRST = 1
-F_FRAG_LATER = 2
-F_NOT_IP = 4
-F_BAD = 8
+from ..errors import CaptureError
+from ..classify._common import (  # noqa: F401  (re-exported for the twin's users)
+    KINDS, OTHER, SIP, RTP, RTCP, STUN, TLS, F_FRAG_FIRST, F_FRAG_LATER, F_NOT_IP, F_BAD, ROLE_KINDS, ANY_ROLE_KINDS, ALL_EDGES, MAX_VALUES, linktype_error, check_linktype, frame_bytes, byte_view, Config, code_of, addr_text, proto_name, fragment_name, verdict_repr, FrameInfo, Report, capture_error, PROGRESS_FRAMES, NOT_REGULAR, check_path)
 
 LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_SLL, LT_IPV4, LT_IPV6, LT_SLL2 = \
     0, 1, 101, 108, 113, 228, 229, 276
-
-ROLE_KINDS = {
-    "signaling": (1 << SIP) | (1 << TLS),
-    "media": (1 << RTP) | (1 << RTCP) | (1 << STUN),
-}
-ANY_ROLE_KINDS = (1 << SIP) | (1 << RTP) | (1 << RTCP) | (1 << STUN) | (1 << TLS)
-ALL_EDGES = "*"
 
 MAX_VLAN_TAGS = 8
 MAX_V6_EXT = 8
@@ -102,8 +89,6 @@ MEDIA_DENY_PORTS = frozenset((1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 53
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"REGISTER", b"OPTIONS", b"PRACK",
            b"SUBSCRIBE", b"NOTIFY", b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
 _V6_EXT = (0, 43, 60, 135, 139, 140)
-#: most allowlist values a Classifier takes: a frame code keeps (index + 1) in 24 bits
-MAX_VALUES = 0xFFFFFF
 
 
 def _be16(b: bytes, i: int) -> int:
@@ -479,103 +464,6 @@ def _parse(f: bytes, linktype: int) -> _V:
     return v
 
 
-def linktype_error(linktype: int) -> InputError:
-    return InputError(f"link type {linktype} is out of range: a pcap LINKTYPE_ value is "
-                      "0..4294967295 (1 Ethernet, 101 raw IP, 113 Linux cooked, 276 SLL2)")
-
-
-def check_linktype(linktype: Any) -> int:
-    """*linktype* as an int: TypeError when it is not an integer, InputError
-    when it is outside 0..2**32-1 (the native side takes a uint32)."""
-    lt = operator.index(linktype)
-    if not 0 <= lt <= 0xFFFFFFFF:
-        raise linktype_error(lt)
-    return lt
-
-
-def frame_bytes(frame: Any) -> bytes:
-    """The bytes of a bytes-like *frame* (a strided view is copied in order);
-    TypeError for anything else (``bytes(40)`` would be 40 zero bytes)."""
-    if type(frame) is bytes:
-        return frame
-    with memoryview(frame) as m:
-        return m.tobytes()
-
-
-def byte_view(buf: Any) -> Any:
-    """A buffer indexed by byte: bytes and mmap as they are (slicing them
-    copies, so no export outlives a walk and an mmap can be closed), any other
-    bytes-like object as an unsigned-byte memoryview, a strided one copied."""
-    if isinstance(buf, (bytes, mmap.mmap)):
-        return buf
-    m = memoryview(buf)
-    if not m.c_contiguous:
-        m = memoryview(m.tobytes())
-    return m.cast("B") if m.format != "B" or m.ndim != 1 else m
-
-
-# ---------------------------------------------------------------- allowlist config
-class Config:
-    """What a Classifier derives from an allowlist, once (shared by both twins).
-
-    ``values``: the prefix table's values (Match objects); ``val_role`` and
-    ``val_edge`` map a value index to a role index and an edge index; ``edges``
-    are the edge names ("*" for entries valid at every edge); ``role_kinds``
-    the kind bitmask and ``role_ports`` the (low, high, proto number) port
-    ranges of each role.
-    """
-
-    def __init__(self, allowlist: Any) -> None:
-        self.allowlist = allowlist
-        table = allowlist._table if allowlist is not None else None
-        self.table = table
-        if table is not None and len(table.values) > MAX_VALUES:
-            raise AllowlistError(f"an allowlist of {len(table.values)} entries: a frame code holds "
-                                 f"the entry index in 24 bits, at most {MAX_VALUES} entries; "
-                                 "split the allowlist or merge adjacent prefixes")
-        self.values: list = list(table.values) if table is not None else []
-        self.roles: list[str] = list(allowlist.ports) if allowlist is not None else []
-        self.edges: list[str] = []
-        self.val_role: list[int] = []
-        self.val_edge: list[int] = []
-        for m in self.values:
-            if m.role not in self.roles:
-                self.roles.append(m.role)
-            edge = ALL_EDGES if m.edge is None else m.edge
-            if edge not in self.edges:
-                self.edges.append(edge)
-            self.val_role.append(self.roles.index(m.role))
-            self.val_edge.append(self.edges.index(edge))
-        if len(self.roles) > 65535 or len(self.edges) > 65535:
-            raise ValueError("an allowlist with more than 65535 roles or edges")
-        self.role_kinds = [ROLE_KINDS.get(r, ANY_ROLE_KINDS) for r in self.roles]
-        self.role_ports = []
-        for r in self.roles:
-            ports = allowlist.ports.get(r, []) if allowlist is not None else []
-            self.role_ports.append([(p.low, p.high, 17 if p.proto == "udp" else 6) for p in ports])
-        # flattened ranges for the twin's own search
-        self._r4 = table.ranges(4) if table is not None else []
-        self._r6 = table.ranges(6) if table is not None else []
-        self._lo4 = [r[0] for r in self._r4]
-        self._lo6 = [r[0] for r in self._r6]
-
-    def lookup(self, ipver: int, addr: bytes) -> int:
-        if ipver == 4:
-            a, los, rs = int.from_bytes(addr[:4], "big"), self._lo4, self._r4
-        else:
-            a, los, rs = int.from_bytes(addr, "big"), self._lo6, self._r6
-        i = bisect_right(los, a) - 1
-        if i >= 0 and a <= rs[i][1]:
-            return rs[i][2]
-        return -1
-
-    def edge_of(self, match: int) -> Optional[str]:
-        return self.edges[self.val_edge[match]] if 0 <= match < len(self.val_edge) else None
-
-    def role_of(self, match: int) -> Optional[str]:
-        return self.roles[self.val_role[match]] if 0 <= match < len(self.val_role) else None
-
-
 def _trust(cfg: Config, v: _V) -> None:
     if cfg.table is None or v.ipver == 0 or (v.flags & F_BAD and v.proto < 0):
         return
@@ -592,39 +480,6 @@ def _trust(cfg: Config, v: _V) -> None:
         if proto == v.proto and lo <= v.sport <= hi:
             v.trusted = 1
             return
-
-
-def code_of(kind: int, trusted: int, flags: int, match: int) -> int:
-    return kind | (trusted << 3) | (flags << 4) | ((match + 1) << 8)
-
-
-# ---------------------------------------------------------------- results
-def _addr(ipver: int, raw: bytes) -> Optional[str]:
-    if ipver == 4:  # inet_ntop: the same text as ipaddress, 5x faster
-        return _inet_ntop(_AF_INET, raw[:4])
-    if ipver == 6:
-        return str(ipaddress.IPv6Address(raw[:16]))
-    return None
-
-
-_inet_ntop = socket.inet_ntop
-_AF_INET = socket.AF_INET
-
-_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
-
-
-def proto_name(proto: int) -> Optional[str]:
-    if proto < 0:
-        return None
-    return _PROTO_NAMES.get(proto, str(proto))
-
-
-def fragment_name(flags: int) -> Optional[str]:
-    if flags & F_FRAG_LATER:
-        return "later"
-    if flags & F_FRAG_FIRST:
-        return "first"
-    return None
 
 
 class Verdict:
@@ -648,8 +503,8 @@ class Verdict:
     trusted = property(lambda self: bool(self._v.trusted))
     role = property(lambda self: self._cfg.role_of(self._v.match))
     edge = property(lambda self: self._cfg.edge_of(self._v.match))
-    src = property(lambda self: _addr(self._v.ipver, self._v.src))
-    dst = property(lambda self: _addr(self._v.ipver, self._v.dst))
+    src = property(lambda self: addr_text(self._v.ipver, self._v.src))
+    dst = property(lambda self: addr_text(self._v.ipver, self._v.dst))
     proto = property(lambda self: self._v.proto)
     sport = property(lambda self: self._v.sport)
     dport = property(lambda self: self._v.dport)
@@ -676,100 +531,8 @@ class Verdict:
         return verdict_repr(self)
 
 
-def verdict_repr(v: Any) -> str:
-    return (f"Verdict(kind={v.kind!r}, trusted={v.trusted}, role={v.role!r}, edge={v.edge!r}, "
-            f"src={v.src!r}, dst={v.dst!r}, proto={v.proto}, sport={v.sport}, dport={v.dport}, "
-            f"fragment={v.fragment!r})")
-
-
-class FrameInfo(NamedTuple):
-    number: int  # 1-based, as tshark counts
-    kind: str
-    trusted: bool
-    role: Optional[str]
-    edge: Optional[str]
-    fragment: Optional[str]
-    flags: int
-
-
-class Report:
-    """The result of classifying a capture: counts and, on request, frame codes.
-
-    ``counts``: {(kind, trusted, edge): frames} for every non-zero cell (edge
-    None: the source matched no allowlist entry). ``codes``: one 32-bit code
-    per frame (``kind | trusted << 3 | flags << 4 | (match + 1) << 8``) when
-    asked for, else None.
-    """
-
-    def __init__(self, source: str, frames: int, raw_counts: list, cfg: Config,
-                 codes: Any = None) -> None:
-        self.source = source
-        self.frames = frames
-        self._cfg = cfg
-        slots = [None] + list(cfg.edges)
-        counts: dict = {}
-        width = len(slots)
-        for i, n in enumerate(raw_counts):
-            if n:
-                kt, slot = divmod(i, width)
-                kind, trusted = divmod(kt, 2)
-                counts[(KINDS[kind], bool(trusted), slots[slot])] = n
-        self.counts = counts
-        self.codes = codes
-
-    def by_kind(self) -> dict:
-        out = {k: 0 for k in KINDS}
-        for (kind, _, _), n in self.counts.items():
-            out[kind] += n
-        return out
-
-    @property
-    def trusted(self) -> int:
-        return sum(n for (_, t, _), n in self.counts.items() if t)
-
-    def frame(self, i: int) -> FrameInfo:
-        """Frame *i* (0-based index, 0 .. frames-1) from the codes; needs ``frames=True``."""
-        if self.codes is None:
-            raise ValueError("this report has no per-frame codes: classify with frames=True")
-        if not 0 <= i < len(self.codes):
-            raise IndexError(f"frame index {i} out of range 0-{len(self.codes) - 1} "
-                             "(0-based: frame number 1 is index 0)")
-        c = self.codes[i]
-        m = (c >> 8) - 1
-        return FrameInfo(i + 1, KINDS[c & 7], bool(c & 8), self._cfg.role_of(m),
-                         self._cfg.edge_of(m), fragment_name((c >> 4) & 15), (c >> 4) & 15)
-
-    def iter_frames(self) -> Iterator[FrameInfo]:
-        """Every frame in capture order; needs ``frames=True`` (ValueError without)."""
-        if self.codes is None:
-            raise ValueError("this report has no per-frame codes: classify with frames=True")
-        return (self.frame(i) for i in range(len(self.codes)))
-
-    def to_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "frames": self.frames,
-            "by_kind": self.by_kind(),
-            "trusted": self.trusted,
-            "counts": [{"kind": k, "trusted": t, "edge": e, "frames": n}
-                       for (k, t, e), n in sorted(self.counts.items(),
-                                                  key=lambda kv: (KINDS.index(kv[0][0]),
-                                                                  not kv[0][1], kv[0][2] or ""))],
-        }
-
-    def __repr__(self) -> str:
-        return f"Report(source={self.source!r}, frames={self.frames}, by_kind={self.by_kind()})"
-
-
 # ---------------------------------------------------------------- capture reading
-def capture_error(source: str, msg: str, off: int, val: int) -> CaptureError:
-    return CaptureError(f"{source}: byte offset {off}: {msg} (value {val}); "
-                        "the file is not a valid pcap/pcapng capture or was cut short")
-
-
 MAX_FRAME = 16 * 1024 * 1024
-#: progress(bytes_done, bytes_total) is called after every this many frames
-PROGRESS_FRAMES = 1 << 20
 MAX_IF = 1024
 
 
@@ -893,15 +656,6 @@ def _iter_pcapng(mv: Any) -> Iterator[tuple[int, bytes, int]]:
             orig = struct.unpack_from(e + "I", mv, start + 8)[0]
             incl = min(body - 4, orig)
             yield ifs[0], bytes(mv[start + 12:start + 12 + incl]), off
-
-
-NOT_REGULAR = "not a regular file (a pipe, socket or device); save the capture to a file first"
-
-
-def check_path(path: Any) -> None:
-    """CaptureError for a path with a NUL byte (no file has such a name)."""
-    if ("\0" if isinstance(path, str) else b"\0") in path:
-        raise CaptureError(f"{path!r}: cannot open capture: the path contains a NUL byte")
 
 
 def open_capture(path: str) -> tuple[Any, Callable[[], None]]:

@@ -1,9 +1,10 @@
 """Longest-prefix-match table: the pure-Python twin of ``sipedge._prefix``.
 
-Both implementations share :func:`flatten`, which turns CIDR blocks (nested or
-disjoint, never partly overlapping) into disjoint ranges sorted by start, each
-with the value of the most specific block that covers it. A lookup is then one
-binary search. On two entries for the same network the first one wins.
+Both implementations share :func:`sipedge.intervals.flatten`, which turns CIDR
+blocks (nested or disjoint, never partly overlapping) into disjoint ranges
+sorted by start, each with the value of the most specific block that covers
+it. A lookup is then one binary search. On two entries for the same network
+the first one wins.
 """
 from __future__ import annotations
 
@@ -13,67 +14,11 @@ from bisect import bisect_right
 from typing import Any, Iterable, Sequence, Tuple, Union
 
 from ..errors import AddressError
+from ..intervals import blocks_of, flatten  # noqa: F401  (shared with sipedge._prefix)
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[str, bytes, ipaddress.IPv4Address, ipaddress.IPv6Address]
 Range = Tuple[int, int, int]  # (lo, hi, value index)
-
-
-def flatten(blocks: Iterable[Tuple[int, int, int]]) -> list[Range]:
-    """Disjoint sorted ranges from (lo, hi, value) CIDR blocks of one family.
-
-    Blocks are nested or disjoint. The most specific block wins; on equal
-    blocks the first given wins. Adjacent ranges with one value are merged.
-    """
-    # one block per network, the first given wins; then by start, widest first
-    seen: dict[Tuple[int, int], int] = {}
-    for lo, hi, v in blocks:
-        seen.setdefault((lo, hi), v)
-    items = sorted(seen.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
-    out: list[Range] = []
-
-    def emit(lo: int, hi: int, v: int) -> None:
-        if lo > hi:
-            return
-        if out and out[-1][2] == v and out[-1][1] + 1 == lo:
-            out[-1] = (out[-1][0], hi, v)
-        else:
-            out.append((lo, hi, v))
-
-    stack: list[Tuple[int, int]] = []  # (hi, value) of open blocks, innermost last
-    pos = 0  # first address not yet emitted
-    for (lo, hi), v in items:
-        while stack and stack[-1][0] < lo:
-            top_hi, top_v = stack.pop()
-            emit(pos, top_hi, top_v)
-            pos = top_hi + 1
-        if stack:
-            emit(pos, lo - 1, stack[-1][1])
-        stack.append((hi, v))
-        pos = lo
-    while stack:
-        top_hi, top_v = stack.pop()
-        emit(pos, top_hi, top_v)
-        pos = top_hi + 1
-    return out
-
-
-def blocks_of(entries: Iterable[Tuple[Network, Any]]) -> tuple[list, list, list]:
-    """Split (network, value) entries into v4 and v6 (lo, hi, index) blocks."""
-    v4: list[Tuple[int, int, int]] = []
-    v6: list[Tuple[int, int, int]] = []
-    values: list[Any] = []
-    for net, value in entries:
-        if not isinstance(net, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            try:
-                net = ipaddress.ip_network(net)
-            except ValueError as e:
-                raise AddressError(f"{net!r} is not an IP network: {e}") from None
-        lo = int(net.network_address)
-        block = (lo, lo | ((1 << (net.max_prefixlen - net.prefixlen)) - 1), len(values))
-        (v4 if net.version == 4 else v6).append(block)
-        values.append(value)
-    return flatten(v4), flatten(v6), values
 
 
 def parse_address(addr: Address) -> Tuple[int, int]:

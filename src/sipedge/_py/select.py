@@ -16,26 +16,11 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..errors import SelectionError
+from ..select._common import key_bytes
 from .rng import Rng, hash_bytes, mix64
 
 SMALL = 32  # groups larger than this use a Fenwick tree (same draws)
 STATES = ("up", "out", "probing", "disabled")
-
-
-def key_bytes(key: Any) -> bytes:
-    """The bytes a sticky key is hashed as: str as UTF-8 (a lone surrogate, as
-    errors="surrogateescape" decoding leaves in a Call-ID, passed through as
-    its 3 bytes), bytes as is, int as decimal text."""
-    if isinstance(key, str):
-        try:
-            return key.encode("utf-8")
-        except UnicodeEncodeError:
-            return key.encode("utf-8", "surrogatepass")
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        return bytes(key)
-    if isinstance(key, int) and not isinstance(key, bool):
-        return str(key).encode("ascii")
-    raise TypeError(f"a sticky key is a str, bytes or int (a Call-ID), not {type(key).__name__}")
 
 
 def hash_key(key: Any) -> int:

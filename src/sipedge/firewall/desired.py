@@ -12,14 +12,14 @@ Set contents are kept as sorted, merged, half-open integer intervals
 """
 from __future__ import annotations
 
-import ipaddress
-import struct
 from dataclasses import FrozenInstanceError, dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .. import _impl
 from ..allowlist import Allowlist, PortRange, parse_ports
 from ..errors import InputError
+from ..intervals import (interval_text, merge_networks, pack_intervals,  # noqa: F401
+                         unpack_intervals)
 
 _setdiff = _impl.load("setdiff")
 
@@ -128,40 +128,6 @@ class Desired:
         return sum(s.prefix_count for s in self.sets.values())
 
 
-def merge_networks(nets: Iterable, family: int) -> tuple:
-    """Sorted, merged half-open intervals covering *nets* (adjacent ones joined)."""
-    spans = sorted((int(n.network_address), int(n.broadcast_address) + 1)
-                   for n in nets if n.version == family)
-    out: list = []
-    for s, e in spans:
-        if out and s <= out[-1][1]:
-            if e > out[-1][1]:
-                out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return tuple(out)
-
-
-def pack_intervals(intervals, family: int) -> bytes:
-    """Intervals as big-endian (first, last) address pairs: 8 bytes (v4) or 32 (v6) each.
-
-    Sorted intervals give sorted records, so equal states give equal bytes and
-    a diff can work on 64-bit integers (v4) instead of tuples.
-    """
-    if family == 4:
-        flat = [x for s, e in intervals for x in (s, e - 1)]
-        return struct.pack(f">{len(flat)}I", *flat)
-    return b"".join(s.to_bytes(16, "big") + (e - 1).to_bytes(16, "big") for s, e in intervals)
-
-
-def unpack_intervals(data: bytes, family: int) -> tuple:
-    if family == 4:
-        flat = struct.unpack(f">{len(data) // 4}I", data)
-        return tuple(zip(flat[0::2], [e + 1 for e in flat[1::2]]))
-    return tuple((int.from_bytes(data[i:i + 16], "big"), int.from_bytes(data[i + 16:i + 32], "big") + 1)
-                 for i in range(0, len(data), 32))
-
-
 def diff_packed(want: bytes, have: bytes, family: int) -> tuple:
     """(to_add, to_delete) interval tuples between two packed states.
 
@@ -172,20 +138,6 @@ def diff_packed(want: bytes, have: bytes, family: int) -> tuple:
         return (), ()
     add, delete = _setdiff.sorted_diff(want, have, 8 if family == 4 else 32)
     return unpack_intervals(add, family), unpack_intervals(delete, family)
-
-
-def _split(start: int, end: int, family: int) -> list:
-    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    return list(ipaddress.summarize_address_range(cls(start), cls(end - 1)))
-
-
-def interval_text(start: int, end: int, family: int) -> str:
-    """``192.0.2.0/24`` for a CIDR-aligned interval, else ``first-last``."""
-    nets = _split(start, end, family)
-    if len(nets) == 1:
-        return str(nets[0])
-    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    return f"{cls(start)}-{cls(end - 1)}"
 
 
 def parse_port_list(text: str, what: str) -> list:

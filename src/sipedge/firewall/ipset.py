@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import FirewallError, KernelSupportError
+from ..intervals import cidrs
 from . import nsutil
 from .desired import Desired, diff_packed
 from .nl import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
@@ -35,22 +36,6 @@ A_PROTOCOL, A_SETNAME, A_DATA, A_ADT, A_LINENO = 1, 2, 7, 8, 9
 A_IP, A_CIDR = 1, 3
 A_IPV4, A_IPV6 = 1, 2
 MAX_ADT_BYTES = 60000
-
-
-def cidrs(start: int, end: int, family: int) -> List[Tuple[int, int]]:
-    """The CIDR blocks (address, prefix length) exactly covering [start, end)."""
-    bits = 32 if family == 4 else 128
-    size = end - start
-    if size & (size - 1) == 0 and start % size == 0:  # the usual case: one block
-        return [(start, bits - size.bit_length() + 1)]
-    out = []
-    while start < end:
-        size = (start & -start) if start else 1 << bits
-        while size > end - start:
-            size >>= 1
-        out.append((start, bits - size.bit_length() + 1))
-        start += size
-    return out
 
 
 def set_name(table: str, role: str, family: int) -> str:

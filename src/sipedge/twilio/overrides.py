@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
 from . import catalog
-from .errors import OverrideError
+from ..errors import OverrideError
 
 __all__ = ["Overrides", "build", "parse", "RANGES", "RETRY_POLICIES", "DEFAULTS"]
 

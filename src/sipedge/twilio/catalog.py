@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from .errors import CatalogError
+from ..errors import CatalogError
 
 __all__ = [
     "Edge", "Region", "EDGES", "REGIONS", "DEFAULT_EDGE", "DEFAULT_REGION",

@@ -1,9 +1,15 @@
 """Compiled allowlist snapshots: a large allowlist loaded in milliseconds.
 
+This module is the file format only: it encodes and decodes a
+:class:`Compiled` record (prefix table, ports, meta, carriers, packed spans),
+which :class:`~sipedge.allowlist.Allowlist` gives (``compiled()``) and is
+built from (``from_compiled()``); ``Allowlist.load``, ``load_snapshot`` and
+``save_snapshot`` are the way in for users.
+
 A snapshot is the allowlist after parsing, validation and flattening, stored
 with msgpack: the flattened range arrays go straight into the prefix table and
 ``entries`` are rebuilt only when asked for; the firewall sets of every role
-(:meth:`~sipedge.allowlist.Allowlist.packed_spans`) are stored ready to diff,
+(``Allowlist.packed_spans``) are stored ready to diff,
 so ``sipedge firewall apply`` computes nothing. The file starts with
 :data:`MAGIC`, then one msgpack map::
 
@@ -30,36 +36,47 @@ import os
 import sys
 from itertools import repeat
 from operator import add, gt, le
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
-
-from . import _files
-from ._version import __version__
-from .errors import SnapshotError
+from .. import _files, _impl
+from .._version import __version__
+from ..errors import SnapshotError
+from .model import Match, PortRange
+from .parse import embedded
 
 MAGIC = b"SIPEDGE-ALLOWLIST-SNAPSHOT\n"
 FORMAT = 1
 
-__all__ = ["MAGIC", "FORMAT", "save", "load", "loads", "dumps"]
+__all__ = ["MAGIC", "FORMAT", "Compiled", "save", "load", "loads", "dumps"]
+
+
+class Compiled(NamedTuple):
+    """An allowlist after parsing, validation and flattening: what a snapshot holds."""
+
+    table: Any  # the prefix table; its values are Match tuples
+    ports: dict  # {role: [PortRange]}
+    meta: dict
+    carriers: dict  # {role: carrier}
+    spans: Optional[dict]  # {role: (packed4, count4, packed6, count6)}, or None: not stored
 
 
 def _sha256_file(path: str) -> Optional[str]:
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
+        return hashlib.sha256(_files.read_regular(path, "source", OSError)).hexdigest()
+    except OSError:  # missing, unreadable, not a regular file (a FIFO would block) or huge
         return None
 
 
-def dumps(al, source: Optional[str] = None) -> bytes:
-    """The snapshot bytes of allowlist *al*; *source* is the TOML it was read from."""
+def dumps(al: Compiled, source: Optional[str] = None) -> bytes:
+    """The snapshot bytes of compiled allowlist *al* (``Allowlist.compiled()``, whose
+    spans must be given); *source* is the TOML it was read from."""
     import msgpack  # only snapshots need it: plain TOML loading stays dependency-free
 
-    from .allowlist import _embedded
-
-    table = al._table
+    table = al.table
     values = table.values
     roles = list(al.ports)
+    if al.spans is None or set(al.spans) != set(roles):
+        raise ValueError("a snapshot needs the packed spans of every role")
     role_ix = {r: i for i, r in enumerate(roles)}
     edges: list = []
     edge_ix: dict = {None: -1}
@@ -78,7 +95,7 @@ def dumps(al, source: Optional[str] = None) -> bytes:
         "value_prefix": [m.prefix for m in values],
         "ranges": list(table.dump()),
         # the firewall's sets, computed once here: {role: [packed4, count4, packed6, count6]}
-        "spans": {r: [x for v in (4, 6) for x in al.packed_spans(r, v)] for r in roles},
+        "spans": {r: list(al.spans[r]) for r in roles},
     }
     body_bytes = msgpack.packb(body, use_bin_type=True)
     src = None
@@ -90,7 +107,7 @@ def dumps(al, source: Optional[str] = None) -> bytes:
     extends = al.meta.get("extends")
     twilio = None
     if al.meta.get("name") == "twilio" or isinstance(extends, dict):
-        twilio = _embedded().meta.get("version")
+        twilio = embedded().meta.get("version")
     head = {
         "format": FORMAT,
         "sipedge": __version__,
@@ -104,7 +121,7 @@ def dumps(al, source: Optional[str] = None) -> bytes:
     return MAGIC + msgpack.packb(head, use_bin_type=True)
 
 
-def save(al, path: str, source: Optional[str] = None) -> None:
+def save(al: Compiled, path: str, source: Optional[str] = None) -> None:
     """Write the snapshot of *al* to *path* atomically (temporary file + rename)."""
     data = dumps(al, source)
     try:
@@ -114,8 +131,8 @@ def save(al, path: str, source: Optional[str] = None) -> None:
         raise SnapshotError(f"{path}: cannot write snapshot: {e.strerror}") from None
 
 
-def load(path: str, source: Optional[str] = None):
-    """The allowlist in snapshot *path*; *source*: the TOML it must match (default:
+def load(path: str, source: Optional[str] = None) -> Compiled:
+    """The compiled allowlist in snapshot *path*; *source*: the TOML it must match (default:
     the recorded source, when it still exists)."""
     data = _files.read_regular(path, "snapshot", SnapshotError)
     return loads(data, path, source)
@@ -167,11 +184,9 @@ def _check_spans(role, v) -> tuple:
     return p4, n4, p6, n6
 
 
-def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
-    """The allowlist in snapshot bytes *data* (see :func:`load`)."""
+def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None) -> Compiled:
+    """The compiled allowlist in snapshot bytes *data* (see :func:`load`)."""
     import msgpack
-
-    from .allowlist import Allowlist, Match, PortRange, _embedded, _prefix
 
     if not data.startswith(MAGIC):
         raise _corrupt(path, "not a sipedge snapshot: wrong magic")
@@ -190,7 +205,7 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
     if not isinstance(body_bytes, bytes) or hashlib.sha256(body_bytes).hexdigest() != head.get("body_sha256"):
         raise _corrupt(path, "checksum mismatch")
     twilio = head.get("twilio")
-    current = _embedded().meta.get("version")
+    current = embedded().meta.get("version")
     if twilio is not None and twilio != current:
         raise SnapshotError(
             f"{path}: stale snapshot: built against Twilio dataset {twilio}, this sipedge embeds "
@@ -224,7 +239,7 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
         ranges = body["ranges"]
         if head.get("byteorder") != sys.byteorder:
             ranges = [_swap(b, c) for b, c in zip(ranges, ("I", "I", "i", "Q", "Q", "i"))]
-        table = _prefix.PrefixTable.from_ranges(*ranges, values)
+        table = _impl.load("prefix").PrefixTable.from_ranges(*ranges, values)
         ports = {r: [PortRange(lo, hi, proto) for lo, hi, proto in ps]
                  for r, ps in body["ports"].items()}
         meta = body["meta"]
@@ -241,6 +256,5 @@ def loads(data: bytes, path: str = "<snapshot>", source: Optional[str] = None):
     finally:
         if gc_was_on:
             gc.enable()
-    al = Allowlist._from_table(table, ports, meta, carriers, spans)
-    al.meta["snapshot"] = path
-    return al
+    meta["snapshot"] = path
+    return Compiled(table, ports, meta, carriers, spans)

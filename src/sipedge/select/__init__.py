@@ -59,10 +59,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-from . import _impl, catalog
-from ._py.rng import hash_bytes
-from .errors import InputError, SelectionError, URIError
-from .uri import OriginationURI, parse_uri
+from .. import _impl
+from ..twilio import catalog
+from ..errors import InputError, SelectionError, URIError
+from ..twilio.uri import OriginationURI, parse_uri
 
 _core = _impl.load("select")
 
@@ -114,7 +114,7 @@ def _enabled(value: Any, where: str) -> bool:
 class Target:
     """One origination URI with its RFC 2782 priority and weight.
 
-    ``uri`` is parsed by :func:`sipedge.uri.parse_uri`. ``priority`` 0-65535
+    ``uri`` is parsed by :func:`sipedge.twilio.uri.parse_uri`. ``priority`` 0-65535
     (lowest tried first), ``weight`` 0-65535 (Twilio itself accepts 1-65535;
     RFC 2782 allows 0). A disabled target is never chosen; ``enabled`` is a
     bool, 0/1 or the text "true"/"false" (so "false" disables, unlike ``bool``).
@@ -214,7 +214,7 @@ class TargetSet:
                      "add targets or set dr_url=")
         self._core = _core.Core(
             tl, [t.priority for t in tl], [t.weight for t in tl], [t.enabled for t in tl],
-            [hash_bytes(str(t).encode()) for t in tl],
+            [_core.hash_bytes(str(t).encode()) for t in tl],
             fail_threshold=fail_threshold, ok_threshold=ok_threshold, cooldown=float(cooldown),
             seed=seed, clock=clock, fallback=self.dr_url,
             empty_message=empty)

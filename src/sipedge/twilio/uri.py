@@ -11,7 +11,7 @@ Form accepted (Twilio's origination URI, a subset of RFC 3261's SIP URI)::
   ``sips:...;transport=tcp`` is TLS over TCP as RFC 3261 says, and
   ``sips:...;transport=udp`` is refused.
 - ``edge`` names the Twilio edge the call leaves from. The legacy form
-  ``;region=ie1`` is accepted and mapped through :func:`sipedge.catalog.edge`
+  ``;region=ie1`` is accepted and mapped through :func:`sipedge.twilio.catalog.edge`
   (which knows legacy ids). ``roaming`` is refused: it does not work with
   Elastic SIP Trunking.
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from . import catalog
-from .errors import CatalogError, URIError
+from ..errors import CatalogError, URIError
 
 TRANSPORTS = ("udp", "tcp", "tls")
 DEFAULT_PORT = 5060
