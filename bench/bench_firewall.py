@@ -49,9 +49,10 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from netns import Netns  # noqa: E402
 
 from sipedge.allowlist import ALL_EDGES, Allowlist, Entry  # noqa: E402
-from sipedge.firewall import nft, nsutil, ops  # noqa: E402
+from sipedge.firewall import nsutil, ops  # noqa: E402
+from sipedge.firewall.backends import nft  # noqa: E402
 from sipedge.firewall.desired import desired_state, interval_text  # noqa: E402
-from sipedge.firewall.ipset import cidrs, set_name  # noqa: E402
+from sipedge.firewall.backends.ipset import cidrs, set_name  # noqa: E402
 from sipedge.firewall.ruleset import render_desired  # noqa: E402
 
 if os.geteuid() != 0:

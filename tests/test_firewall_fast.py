@@ -27,7 +27,12 @@ import sipedge
 from sipedge.allowlist import core as almod
 from sipedge.allowlist import snapshot
 from sipedge.allowlist import Allowlist, Entry, Match, PortRange
-from sipedge.firewall import nft
+from sipedge.firewall.backends import nft
+from sipedge.firewall.backends.nft import backend as nft_backend
+from sipedge.firewall.backends.nft import encode as nft_encode
+from sipedge.firewall.desired import SbcPorts, sbc_ports
+
+import nft_reference as ref_enc
 from sipedge.firewall.desired import (SetSpec, desired_state, merge_networks, pack_intervals,
                                       unpack_intervals)
 
@@ -112,7 +117,9 @@ def test_desired_state_equals_the_networks_path(tmp_path):
                      "2001:db8::/48", "2001:db8:1::/48")]
                    + [Entry("sig", None, ipaddress.ip_network(p)) for p in
                       ("192.0.2.4/30", "203.0.113.7/32", "2001:db8::/64")], PORTS)
-    d = desired_state(al)
+    sbc = SbcPorts(sip=(PortRange(5060, 5060, "udp"),), rtp=(PortRange(10000, 20000, "udp"),),
+                   roles=(("rtp", "rtp"), ("sig", "sip"), ("x", "sip")))
+    d = desired_state(al, sbc=sbc)
     assert list(d.sets) == [f"{r}_v{v}" for r in PORTS for v in (4, 6)]
     for st in d.sets.values():
         nets = al.networks(st.role)
@@ -134,7 +141,7 @@ def test_desired_state_equals_the_networks_path(tmp_path):
     al.save_snapshot(str(snap))
     back = Allowlist.load(str(snap))
     assert "_packed_spans" in back.__dict__
-    assert desired_state(back).sets == d.sets
+    assert desired_state(back, sbc=sbc).sets == d.sets
     assert back.networks("rtp") == al.networks("rtp") and back.networks("sig", 6) == al.networks("sig", 6)
 
 
@@ -219,7 +226,7 @@ def test_hand_built_netlink_messages_are_pyroute2s():
         m["res_id"] = NFNL_SUBSYS_NFTABLES
         m.encode()
         assert nft.batch_marker(kind, 4242) == bytes(m.data)
-    assert nft.genid_request(77) == nft.encode(nftsocket.nft_gen_msg, nftsocket.NFT_MSG_GETGEN, 1, 77,
+    assert nft.genid_request(77) == ref_enc.encode(nftsocket.nft_gen_msg, nftsocket.NFT_MSG_GETGEN, 1, 77,
                                                [], family=0)
     g = nftsocket.nft_gen_msg()
     g["header"]["type"] = nft._t(nftsocket.NFT_MSG_NEWGEN)
@@ -246,21 +253,21 @@ def _create_messages(d, replace):
 def test_create_messages_are_what_pyroute2_encodes(monkeypatch):
     tw = Allowlist.twilio()
     states = [desired_state(tw), desired_state(
-        tw, table="t_2", mode="monitor", priority=-300,
-        ports={"media": [PortRange(16384, 32767, "udp"), PortRange(5004, 5004, "udp")]})]
+        tw, table="t_2", mode="monitor", priority=-300, iif=["eth0"],
+        sbc=sbc_ports(tw, rtp=[PortRange(16384, 32767, "udp"), PortRange(5004, 5004, "udp")]))]
     for d in states:
         for replace in (False, True):
             nft._EXPR_CACHE.clear()
             mine = _create_messages(d, replace)
             with monkeypatch.context() as m:
-                m.setattr(nft, "message", nft.message_pyroute2)
-                m.setattr(nft, "_expr_bytes", nft._expr_bytes_pyroute2)
+                m.setattr(nft_backend, "message", ref_enc.message_pyroute2)
+                m.setattr(nft_encode, "_expr_bytes", ref_enc._expr_bytes_pyroute2)
                 ref = _create_messages(d, replace)
             assert [k for k, _ in mine] == [k for k, _ in ref]
             for (kind, a), (_, b) in zip(mine, ref):
                 assert a == b, kind
     assert nft.message(nft.NFT_MSG_GETTABLE, 5, 9, [("NFTA_TABLE_NAME", "x")]) == \
-        nft.message_pyroute2(nft.NFT_MSG_GETTABLE, 5, 9, [("NFTA_TABLE_NAME", "x")])
+        ref_enc.message_pyroute2(nft.NFT_MSG_GETTABLE, 5, 9, [("NFTA_TABLE_NAME", "x")])
 
 
 def test_package_exports_are_lazy_and_complete():

@@ -23,6 +23,10 @@ exit codes:
   5  the system cannot do it: kernel support, namespace, netlink, lock held
   6  no usable target (every target out, no disaster-recovery URL)
   7  drift: the live firewall differs from the desired state (firewall status)
+  8  refused: the firewall change would break the host (drops on its ephemeral
+     ports or SSH, a world-open prefix; --force overrides) or touch a table
+     sipedge did not create
+  9  applied, but writing the applied-state or metrics file failed afterwards
 """
 
 Handler = Callable[[argparse.Namespace], int]
@@ -169,10 +173,25 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ firewall
+def _lock_timeout(text: str) -> float:
+    from .firewall.state import check_lock_timeout
+
+    try:
+        return check_lock_timeout(text)
+    except errors.InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_firewall(sub) -> None:
+    from .firewall.desired import DEFAULT_RTP_PORTS, DEFAULT_SIP_PORTS
+
     p = sub.add_parser("firewall", help="program the firewall from the allowlist",
                        description="Keep the kernel firewall equal to the allowlist: sipedge's own "
-                                   "table only, rules matching only the SBC's SIP and media ports.")
+                                   "table only (marked as sipedge's). Established/related and "
+                                   "loopback traffic is accepted first; then the carrier's "
+                                   "addresses may reach the SBC's own SIP and RTP ports, and the "
+                                   "rest of the traffic to those ports is dropped (enforce) or "
+                                   "counted (monitor). Nothing else is matched. See docs/firewall.md.")
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     helps = {
         "plan": ("print the nft ruleset (no root needed); with root, the change against the kernel",
@@ -181,66 +200,95 @@ def _add_firewall(sub) -> None:
                   _cmd_firewall_apply),
         "status": ("live state vs desired: drift, per-rule counters (exit 7 on drift)",
                    _cmd_firewall_status),
-        "remove": ("delete sipedge's table (nothing else)", _cmd_firewall_remove),
+        "remove": ("delete sipedge's table (nothing else; a table sipedge did not create is refused)",
+                   _cmd_firewall_remove),
     }
     for name, (text, func) in helps.items():
         a = fsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        a.add_argument("--allowlist", metavar="F", help="allowlist TOML file (default: embedded Twilio dataset)")
-        a.add_argument("--edges", metavar="LIST",
-                       help="comma list of edges whose ranges to allow (default: all); ranges "
-                            "without an edge, like Twilio's media range, are always kept")
+        if name != "remove":
+            a.add_argument("--allowlist", metavar="F",
+                           help="allowlist TOML file (default: embedded Twilio dataset); an [sbc] "
+                                "section in it may set the SBC's ports")
+            a.add_argument("--edges", metavar="LIST",
+                           help="comma list of edges whose ranges to allow (default: all; Twilio asks "
+                                "you to allow ALL edges); ranges without an edge, like Twilio's "
+                                "media range, are always kept")
+            a.add_argument("--mode", choices=("enforce", "monitor"), default="enforce",
+                           help="enforce: drop untrusted traffic to the SBC ports; monitor: only count it")
+            a.add_argument("--priority", type=int, default=-10,
+                           help="input hook priority (nft backend; default: -10)")
+            a.add_argument("--sip-ports", metavar="LIST",
+                           help="the SBC's own SIP listening ports, reached by role signaling "
+                                f"(default: [sbc] sip_ports, else {DEFAULT_SIP_PORTS}); e.g. "
+                                "5080/udp,5080/tcp for a FreeSWITCH external profile")
+            a.add_argument("--rtp-ports", metavar="LIST",
+                           help="the SBC's own RTP port range, reached by role media (default: [sbc] "
+                                f"rtp_ports, else {DEFAULT_RTP_PORTS}, Asterisk's default and below "
+                                "Linux's ephemeral ports); FreeSWITCH: 16384-32768/udp")
+            a.add_argument("--iif", metavar="NAME[,NAME]",
+                           help="apply the port rules only to packets arriving on these interfaces")
+            a.add_argument("--force", action="store_true",
+                           help="apply even a configuration sipedge refuses as unsafe: drops on the "
+                                "namespace's ephemeral ports or SSH, a prefix that is every address")
         a.add_argument("--table", default="sipedge",
                        help="nft table name (default: sipedge); with ipset: set-name prefix, and "
                             "upper-cased, the iptables chain")
         a.add_argument("--backend", choices=("nft", "ipset"), default="nft",
                        help="nft (netlink, default) or ipset (+ iptables rules)")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
-        a.add_argument("--mode", choices=("enforce", "monitor"), default="enforce",
-                       help="enforce: drop untrusted traffic to the SBC ports; monitor: only count it")
-        a.add_argument("--priority", type=int, default=-10, help="input hook priority (nft backend; default: -10)")
-        a.add_argument("--signaling-ports", metavar="LIST",
-                       help="override signaling ports, e.g. 5060/udp,5060/tcp,5061/tcp")
-        a.add_argument("--media-ports", metavar="LIST", help="override media ports, e.g. 10000-60000/udp")
-        a.add_argument("--lock-file", default="/run/sipedge/firewall.lock", metavar="F",
-                       help="lock file so two runs never interleave (default: %(default)s)")
-        a.add_argument("--lock-timeout", type=float, default=30.0, metavar="S",
-                       help="seconds to wait for the lock (default: 30)")
-        a.add_argument("--state-dir", default="/var/lib/sipedge", metavar="DIR",
-                       help="where the snapshot of the last apply is kept (default: %(default)s)")
+        if name in ("apply", "remove"):
+            a.add_argument("--lock-file", default="/run/sipedge/firewall.lock", metavar="F",
+                           help="lock file so two runs never interleave (default: %(default)s)")
+            a.add_argument("--lock-timeout", type=_lock_timeout, default=30.0, metavar="S",
+                           help="seconds to wait for the lock, 0-86400 (default: 30)")
+        if name != "plan":
+            a.add_argument("--state-dir", default="/var/lib/sipedge", metavar="DIR",
+                           help="where the applied state of the last apply is kept (default: %(default)s)")
         a.add_argument("--json", action="store_true", help="print JSON")
         if name == "apply":
             a.add_argument("--metrics-file", metavar="F",
-                           help="write Prometheus textfile metrics (last sync time, prefixes, changes)")
+                           help="write Prometheus textfile metrics (last sync time, prefixes, changes); "
+                                "the directory must exist; the file is mode 0644")
         if name == "plan":
             a.add_argument("--no-live", action="store_true",
                            help="do not read the live state even when running as root")
         a.set_defaults(func=func)
 
 
-def _firewall_setup(args: argparse.Namespace):
-    from .allowlist import Allowlist
-    from .firewall.desired import desired_state, parse_port_list
+def _warn(msg) -> None:
+    print(f"sipedge: warning: {msg}", file=sys.stderr)
+
+
+def _firewall_options(args: argparse.Namespace):
     from .firewall.ops import Options
 
-    al = _load_allowlist(args.allowlist)
-    if args.edges:
-        wanted = {e.strip() for e in args.edges.split(",") if e.strip()}
-        known = {e.edge for e in al if e.edge}
-        unknown = sorted(wanted - known)
-        if unknown:
-            raise errors.InputError(f"--edges: unknown edge(s) {', '.join(unknown)}; the allowlist "
-                                    f"has {', '.join(sorted(known)) or 'no named edges'}")
-        al = Allowlist([e for e in al if e.edge is None or e.edge in wanted], al.ports, al.meta)
-    ports = {}
-    if args.signaling_ports:
-        ports["signaling"] = parse_port_list(args.signaling_ports, "--signaling-ports")
-    if args.media_ports:
-        ports["media"] = parse_port_list(args.media_ports, "--media-ports")
-    d = desired_state(al, table=args.table, mode=args.mode, priority=args.priority, ports=ports)
-    opts = Options(netns=args.netns, backend=args.backend, lock_file=args.lock_file,
-                   lock_timeout=args.lock_timeout, state_dir=args.state_dir,
+    return Options(netns=args.netns, backend=args.backend,
+                   lock_file=getattr(args, "lock_file", Options.lock_file),
+                   lock_timeout=getattr(args, "lock_timeout", Options.lock_timeout),
+                   state_dir=getattr(args, "state_dir", Options.state_dir),
                    metrics_file=getattr(args, "metrics_file", None))
-    return d, opts
+
+
+def _firewall_setup(args: argparse.Namespace):
+    import warnings
+
+    from .allowlist import Allowlist
+    from .firewall.desired import desired_state, sbc_ports
+
+    al = Allowlist.load(args.allowlist, allow_world=args.force) if args.allowlist else Allowlist.twilio()
+    if args.edges:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            al = al.select(args.edges.split(","))
+        for w in caught:
+            _warn(w.message)
+    sbc = sbc_ports(al, sip=args.sip_ports, rtp=args.rtp_ports)
+    iif = [n.strip() for n in args.iif.split(",") if n.strip()] if args.iif else []
+    if args.iif is not None and not iif:
+        raise errors.InputError("--iif: no interface named; write e.g. --iif eth0,eth1")
+    d = desired_state(al, table=args.table, mode=args.mode, priority=args.priority, sbc=sbc,
+                      iif=iif, force=args.force)
+    return d, _firewall_options(args)
 
 
 def _cmd_firewall_plan(args: argparse.Namespace) -> int:
@@ -254,7 +302,8 @@ def _cmd_firewall_plan(args: argparse.Namespace) -> int:
     sys.stdout.write(out["ruleset"])
     if "action" in out:
         what = {"create": f"would create table inet {d.table}",
-                "replace": f"would replace table inet {d.table} (its chain, rules or sets differ)",
+                "replace": f"would change the structure of table inet {d.table} (its chain, rules "
+                           "or sets differ), gaplessly",
                 "none": f"no change: table inet {d.table} equals the allowlist"}.get(out["action"])
         if what is None:
             adds = sum(len(v["add"]) for v in out["sets"].values())
@@ -269,11 +318,7 @@ def _cmd_firewall_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_firewall_apply(args: argparse.Namespace) -> int:
-    from .firewall import ops
-
-    d, opts = _firewall_setup(args)
-    r = ops.apply(d, opts)
+def _print_apply(args, d, r) -> None:
     if args.json:
         _print_json(r)
     elif r["action"] == "none":
@@ -282,6 +327,22 @@ def _cmd_firewall_apply(args: argparse.Namespace) -> int:
     else:
         print(f"applied ({r['action']}): table inet {d.table}, {r['prefixes']} prefixes, {d.mode}; "
               f"+{r['added']} -{r['deleted']} set intervals in {r['seconds'] * 1000:.1f} ms")
+
+
+def _cmd_firewall_apply(args: argparse.Namespace) -> int:
+    from .firewall import ops
+
+    d, opts = _firewall_setup(args)
+    try:
+        r = ops.apply(d, opts)
+    except errors.AppliedButUnrecorded as e:
+        for w in e.result.get("warnings", []):
+            _warn(w)
+        _print_apply(args, d, e.result)
+        raise
+    for w in r.get("warnings", []):
+        _warn(w)
+    _print_apply(args, d, r)
     return 0
 
 
@@ -292,11 +353,15 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
 
     d, opts = _firewall_setup(args)
     st = ops.status(d, opts)
+    args.exit_code = errors.EXIT_DRIFT if st["drift"] else 0  # also when stdout closes early
     if args.json:
         _print_json(st)
     else:
         if not st["exists"]:
             print(f"table inet {d.table}: missing (run `sipedge firewall apply`)")
+        elif not st["owned"]:
+            print(f"table inet {d.table}: exists but is NOT sipedge's (no \"managed by sipedge\" "
+                  "comment); sipedge will not change it")
         else:
             print(f"table inet {d.table}: {'DRIFT' if st['drift'] else 'in sync'}"
                   f"{'' if st['structure_ok'] else ' (chain, rules or sets differ from desired)'}")
@@ -310,19 +375,18 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
             la = st["last_apply"]
             print(f"last apply: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(la['time']))} UTC, "
                   f"{la['prefixes']} prefixes, {la['mode']}")
-    return errors.EXIT_DRIFT if st["drift"] else 0
+    return args.exit_code
 
 
 def _cmd_firewall_remove(args: argparse.Namespace) -> int:
     from .firewall import ops
 
-    d, opts = _firewall_setup(args)
-    r = ops.remove(d.table, opts)
+    r = ops.remove(args.table, _firewall_options(args))
     if args.json:
         _print_json(r)
     else:
-        print(f"removed table inet {d.table}" if r["removed"]
-              else f"nothing to remove: no table inet {d.table}")
+        print(f"removed table inet {args.table}" if r["removed"]
+              else f"nothing to remove: no table inet {args.table}")
     return 0
 
 
@@ -504,12 +568,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except errors.SipedgeError as e:
         print(f"sipedge: error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
-        return 0
+        # the reader went away (`status | head -3`): the exit code still says what was found
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return int(getattr(args, "exit_code", 0) or 0)
     except KeyboardInterrupt:
         print("sipedge: interrupted", file=sys.stderr)
         return 130

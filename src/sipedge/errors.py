@@ -15,8 +15,15 @@ Exit codes (also listed by ``sipedge --help``):
   5  the system cannot do it: kernel support, namespace, netlink, lock held
   6  no usable target (every target out of service, no disaster-recovery URL)
   7  drift: the live firewall differs from the desired state (``firewall status``)
+  8  refused: the firewall change would break the host (drops on its ephemeral
+     ports or SSH, a world-open prefix; ``--force`` overrides) or touch a table
+     sipedge did not create
+  9  applied, but writing the applied-state or metrics file failed afterwards
+     (the firewall WAS changed; the message names the file)
 """
 from __future__ import annotations
+
+import os
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -26,6 +33,8 @@ EXIT_PERMISSION = 4
 EXIT_SYSTEM = 5
 EXIT_NO_TARGET = 6
 EXIT_DRIFT = 7
+EXIT_REFUSED = 8
+EXIT_APPLIED_WITH_ERRORS = 9
 
 
 class SipedgeError(Exception):
@@ -98,7 +107,40 @@ class LockError(FirewallError):
     """Another sipedge run holds the lock."""
 
 
-class DriftError(FirewallError):
-    """The live firewall differs from the desired state."""
+class NetlinkError(FirewallError):
+    """The kernel answered a netlink request with an error (``code``: the errno)."""
 
-    exit_code = EXIT_DRIFT
+    def __init__(self, code: int, what: str, ext: str = "") -> None:
+        self.code = code
+        msg = f"kernel rejected {what}: {os.strerror(code)} (errno {code})"
+        if ext:
+            msg += f": {ext}"
+        msg += "; nothing was changed"
+        super().__init__(msg)
+
+
+class UnsafeConfigError(InputError):
+    """A firewall configuration that would break the host: drops on its ephemeral
+    ports or on SSH, or a set that trusts every address. ``--force`` overrides."""
+
+    exit_code = EXIT_REFUSED
+
+
+class OwnershipError(FirewallError):
+    """A table (or ipset set, iptables chain) that exists but was not created by sipedge."""
+
+    exit_code = EXIT_REFUSED
+
+
+class AppliedStateError(FirewallError):
+    """The firewall's applied-state file is unusable (unreadable, corrupt, foreign)."""
+
+
+class AppliedButUnrecorded(FirewallError):
+    """The firewall change WAS committed, but writing a file after it failed."""
+
+    exit_code = EXIT_APPLIED_WITH_ERRORS
+
+    def __init__(self, msg: str, result: dict) -> None:
+        super().__init__(msg)
+        self.result = result

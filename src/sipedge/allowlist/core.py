@@ -209,9 +209,20 @@ class Allowlist:
         p = embedded()
         return cls(p.entries, p.ports, p.meta, p.carriers)
 
+    @property
+    def carrier_ports(self) -> dict[str, list[PortRange]]:
+        """The carrier's published ports per role: ITS side of the flow (Twilio's media
+        leaves from UDP 10000-60000). The classifier uses them; the firewall matches the
+        SBC's own listening ports instead (:class:`sipedge.firewall.desired.SbcPorts`).
+        Same dict as :attr:`ports`."""
+        return self.ports
+
     @classmethod
-    def load(cls, path: str) -> "Allowlist":
-        """An allowlist TOML file, or a compiled snapshot (see :meth:`save_snapshot`)."""
+    def load(cls, path: str, allow_world: bool = False) -> "Allowlist":
+        """An allowlist TOML file, or a compiled snapshot (see :meth:`save_snapshot`).
+
+        A prefix that is every address (``0.0.0.0/0``, ``::/0``) is refused unless
+        *allow_world*."""
         # a FIFO, device or directory is refused at once, a huge file by its size
         data = _files.read_regular(path, "allowlist", AllowlistError)
         if data.startswith(snapshot.MAGIC):
@@ -220,11 +231,11 @@ class Allowlist:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise AllowlistError(f"{path}: not UTF-8 text at byte {e.start}: save the file as UTF-8") from None
-        return cls.from_toml(text, path)
+        return cls.from_toml(text, path, allow_world=allow_world)
 
     @classmethod
-    def from_toml(cls, text: str, source: str = "<string>") -> "Allowlist":
-        p = parse(text, source)
+    def from_toml(cls, text: str, source: str = "<string>", allow_world: bool = False) -> "Allowlist":
+        p = parse(text, source, allow_world=allow_world)
         al = cls(p.entries, p.ports, p.meta, p.carriers)
         al.meta.setdefault("source_file", source)
         return al

@@ -43,7 +43,7 @@ __all__ = ["Parsed", "parse", "embedded", "embedded_text", "EMBEDDED"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _EDGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
-_TOP_KEYS = ("dataset", "roles", "ranges")
+_TOP_KEYS = ("dataset", "roles", "ranges", "sbc")
 _DATASET_KEYS = ("name", "version", "source", "read", "extends")
 _ROLE_KEYS = ("ports", "carrier", "description")
 _RANGE_KEYS = ("role", "edge", "prefixes", "note")
@@ -146,7 +146,8 @@ class Parsed(NamedTuple):
     meta: dict
 
 
-def parse(text: str, source: str, base: Optional[Parsed] = None) -> Parsed:
+def parse(text: str, source: str, base: Optional[Parsed] = None,
+          allow_world: bool = False) -> Parsed:
     src = _Source(text, source)
     try:
         doc = tomllib.loads(text)
@@ -162,6 +163,11 @@ def parse(text: str, source: str, base: Optional[Parsed] = None) -> Parsed:
         raise AllowlistError(f"{source}: 'dataset' must be a table: [dataset]")
     _check_keys(src, dataset, _DATASET_KEYS, "[dataset]", src.header(r"\[\s*dataset\s*\]"))
     meta = {k: v for k, v in dataset.items()}
+    if "sbc" in doc:
+        # the SBC's own listening ports (the firewall's business, sipedge.firewall.desired.sbc_ports)
+        if not isinstance(doc["sbc"], dict):
+            raise AllowlistError(f"{source}: 'sbc' must be a table: [sbc] sip_ports = [\"5060/udp\"]")
+        meta["sbc"] = doc["sbc"]
 
     extends = dataset.get("extends")
     if extends is not None:
@@ -254,6 +260,11 @@ def parse(text: str, source: str, base: Optional[Parsed] = None) -> Parsed:
                 net = None
             if net is None:
                 _strict_network(p, src, src.line_of(p, start))
+            if net.prefixlen == 0 and not allow_world:
+                raise AllowlistError(
+                    f"{src.where(src.line_of(p, start))}prefix {p!r} in role {role!r} is every "
+                    f"IPv{net.version} address: a firewall built from it protects nothing; list the "
+                    "carrier's prefixes (or pass --force if that is really meant)")
             key = (role, net)
             if key in seen:
                 first_k, first_p, first_edge = seen[key]

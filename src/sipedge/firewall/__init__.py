@@ -14,7 +14,7 @@
 * :mod:`.ruleset` - the same state as ``nft -f`` text (``sipedge firewall plan``).
 * :mod:`.nft` - nf_tables over netlink (messages as pyroute2 encodes them), every change
   one batch transaction; later syncs change only the set elements that differ.
-* :mod:`.ipset` - ``hash:net`` sets swapped in atomically plus iptables rules.
+* :mod:`.backends.ipset` - ``hash:net`` sets swapped in atomically plus iptables rules.
 * :mod:`.ops` - plan / apply / status / remove with the lock, the msgpack
   snapshot of the last apply and the Prometheus textfile metrics (:mod:`.state`).
 

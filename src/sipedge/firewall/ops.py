@@ -1,7 +1,7 @@
 """plan / apply / status / remove: the operations behind ``sipedge firewall``.
 
 Each operation takes a :class:`~sipedge.firewall.desired.Desired` state and
-an :class:`Options` (namespace, backend, lock, snapshot directory, metrics
+an :class:`Options` (namespace, backend, lock, state directory, metrics
 file) and returns a plain dict the CLI prints (as text or ``--json``).
 """
 from __future__ import annotations
@@ -12,13 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import InputError
-from . import nsutil, state
+from ..errors import AppliedButUnrecorded, AppliedStateError, FirewallError, InputError
+from . import nsutil, safety, state
 from .desired import Desired, interval_text, pack_intervals
-from .nl import NetlinkError, has_net_admin, require_net_admin
+from .netlink import NetlinkError, has_net_admin, require_net_admin
 from .ruleset import render_desired
-
-BACKENDS = ("nft", "ipset")
 
 
 @dataclass
@@ -29,7 +27,7 @@ class Options:
     lock_timeout: float = 30.0
     state_dir: str = state.DEFAULT_STATE_DIR
     metrics_file: Optional[str] = None
-    use_snapshot: bool = True
+    use_snapshot: bool = True  # trust the applied-state cache when it verifies
 
 
 def structure_key(d: Desired) -> str:
@@ -41,32 +39,42 @@ def structure_key(d: Desired) -> str:
 
 def _backend(opts: Options):
     if opts.backend == "nft":
-        from .nft import NftBackend
+        from .backends.nft import NftBackend
         return NftBackend(opts.netns)
     if opts.backend == "ipset":
-        from .ipset import IpsetBackend
+        from .backends.ipset import IpsetBackend
         return IpsetBackend(opts.netns)
     raise InputError(f"unknown backend {opts.backend!r}: use nft or ipset")
 
 
 def _set_diff(d: Desired, live_sets: dict) -> dict:
+    """Per set: desired/live counts and the intervals to add/delete. *live_sets* maps a
+    name to ``(family, intervals)``; a live set the allowlist lacks keeps its own family."""
     out = {}
     for name, st in d.sets.items():
-        cur = set(live_sets.get(name, ()))
+        cur = set(live_sets.get(name, (st.family, ()))[1])
         want = set(st.intervals)
         out[name] = {"family": st.family, "desired": len(want), "live": len(cur),
                      "add": sorted(want - cur), "delete": sorted(cur - want)}
-    for name in live_sets:
+    for name, (fam, ivs) in live_sets.items():
         if name not in d.sets:
-            out[name] = {"family": 0, "desired": 0, "live": len(live_sets[name]),
-                         "add": [], "delete": sorted(live_sets[name])}
+            out[name] = {"family": fam, "desired": 0, "live": len(ivs), "add": [],
+                         "delete": sorted(ivs)}
+    return out
+
+
+def _live_sets(cur) -> dict:
+    out = {}
+    for n, s in cur.sets.items():
+        fam = getattr(s, "family", None) or (4 if getattr(s, "key_type", 7) == 7 else 6)
+        out[n] = (fam, s.intervals)
     return out
 
 
 def _fmt_diff(diff: dict) -> dict:
     return {name: {"desired": v["desired"], "live": v["live"],
-                   "add": [interval_text(a, b, v["family"] or 4) for a, b in v["add"]],
-                   "delete": [interval_text(a, b, v["family"] or 4) for a, b in v["delete"]]}
+                   "add": [interval_text(a, b, v["family"]) for a, b in v["add"]],
+                   "delete": [interval_text(a, b, v["family"]) for a, b in v["delete"]]}
             for name, v in diff.items()}
 
 
@@ -81,12 +89,13 @@ def plan(d: Desired, opts: Options, live: Optional[bool] = None) -> dict:
     require_net_admin("comparing with the live firewall")
     with _backend(opts) as be:
         cur = be.read(d.table)
+        be.check_owner(d.table, cur)
         if not cur.exists:
             out["action"] = "create"
         elif not be.structure_matches(d, cur):
             out["action"] = "replace"
         else:
-            diff = _set_diff(d, {n: s.intervals for n, s in cur.sets.items()})
+            diff = _set_diff(d, _live_sets(cur))
             changed = any(v["add"] or v["delete"] for v in diff.values())
             out["action"] = "sync" if changed else "none"
             out["sets"] = _fmt_diff(diff)
@@ -95,105 +104,147 @@ def plan(d: Desired, opts: Options, live: Optional[bool] = None) -> dict:
 
 # -- apply --------------------------------------------------------------------------------
 def apply(d: Desired, opts: Options) -> dict:
-    """Create or sync sipedge's table so the kernel equals *d*; one transaction."""
+    """Make the kernel equal *d*: create, sync the elements, or change the structure
+    gaplessly (see :mod:`.backends.nft.backend`).
+
+    Refuses unsafe configurations (:mod:`.safety`) and tables sipedge does not
+    own before changing anything. When the change was committed but writing
+    the applied-state or metrics file failed afterwards, raises
+    :class:`~sipedge.errors.AppliedButUnrecorded` carrying the result.
+    """
     t0 = time.monotonic()
     require_net_admin("sipedge firewall apply")
-    nsid = nsutil.netns_id(opts.netns)
-    snap_path = state.snapshot_path(opts.state_dir, opts.netns, d.table, opts.backend)
-    skey = structure_key(d)
+    state.check_lock_timeout(opts.lock_timeout)
+    path = state.applied_path(opts.state_dir, opts.netns, d.table, opts.backend)
     result = None
     ok = False
     try:
-        with state.Lock(opts.lock_file, opts.lock_timeout), _backend(opts) as be:
-            result = _apply_locked(be, d, opts, nsid, snap_path, skey)
+        with state.Lock(opts.lock_file, opts.lock_timeout):
+            safety.check(d, opts.netns)
+            with _backend(opts) as be:
+                result = _apply_locked(be, d, opts, path)
             ok = True
     finally:
         if opts.metrics_file:
             r = result or {"added": 0, "deleted": 0, "changed": False}
-            state.write_metrics(opts.metrics_file, table=d.table, netns=opts.netns,
-                                backend=opts.backend, ok=ok, when=time.time(),
-                                duration=time.monotonic() - t0,
-                                prefixes={n: s.prefix_count for n, s in d.sets.items()},
-                                added=r["added"], deleted=r["deleted"], changed=r["changed"])
+            try:
+                state.write_metrics(opts.metrics_file, table=d.table, netns=opts.netns,
+                                    backend=opts.backend, ok=ok, when=time.time(),
+                                    duration=time.monotonic() - t0,
+                                    prefixes={n: s.prefix_count for n, s in d.sets.items()},
+                                    added=r["added"], deleted=r["deleted"], changed=r["changed"])
+            except FirewallError as e:
+                if ok:  # an error already on its way (lock, netlink) is not hidden by this one
+                    result.setdefault("errors", []).append(str(e))
     result["seconds"] = round(time.monotonic() - t0, 6)
+    if result.get("errors"):
+        what = "changed" if result["changed"] else "checked (no change was needed)"
+        raise AppliedButUnrecorded(f"the firewall WAS {what} (action {result['action']}), but "
+                                   + "; ".join(result["errors"]), result)
     return result
 
 
-def _apply_locked(be, d: Desired, opts: Options, nsid: str, snap_path: str, skey: str) -> dict:
+def _namespace_key(be, opts: Options, d: Desired) -> dict:
+    cookie = be.netns_cookie() if hasattr(be, "netns_cookie") else None
+    ns = f"cookie:{cookie}" if cookie is not None else nsutil.netns_id(opts.netns)
+    return {"boot": state.boot_id(), "netns": ns, "table": d.table, "backend": opts.backend,
+            "structure": structure_key(d)}
+
+
+def _apply_locked(be, d: Desired, opts: Options, path: str) -> dict:
     res = {"table": d.table, "netns": opts.netns, "backend": opts.backend, "mode": d.mode,
-           "prefixes": d.prefix_count, "added": 0, "deleted": 0}
-    snap = None
+           "prefixes": d.prefix_count, "added": 0, "deleted": 0, "warnings": []}
+    key = _namespace_key(be, opts, d)
+    cached = None
     if opts.use_snapshot:
         try:
-            snap = state.load_snapshot(snap_path)
-        except Exception:  # noqa: BLE001 - a bad snapshot only disables the fast path
-            snap = None
+            cached = state.load_applied(path)
+        except AppliedStateError as e:
+            res["warnings"].append(f"{e}; ignored it and read the live table instead")
     done = False
-    if snap and snap["netns"] == nsid and snap["structure"] == skey and snap["table"] == d.table:
-        genid = be.genid()  # None: the backend has no generation counter (ipset)
-        if genid is not None and genid == snap["genid"]:
-            live_sets = {n: packed for n, (fam, packed) in snap["sets"].items()}
+    genid = None
+    chain = None
+    if cached and cached["key"] == key and cached.get("genid") is not None:
+        g = be.genid()
+        if g is not None and g == cached["genid"] and be.verify(d, cached.get("chain")):
+            live_sets = {n: packed for n, (fam, packed) in cached["sets"].items()}
             try:
-                na, nd = be.sync(d, live_sets, genid=genid)
+                na, nd, new = be.sync(d, live_sets, genid=g)
                 res.update(action="sync" if na or nd else "none", added=na, deleted=nd, fast=True)
-                done = True
+                genid, chain, done = (new if new is not None else g), cached.get("chain"), True
             except NetlinkError as e:
                 if e.code not in (errno.ERESTART, errno.EBUSY):
                     raise
     attempt = 0
     while not done:
-        # the batch carries the generation read here: if anything changed the
-        # ruleset in between, the kernel refuses it (ERESTART) and we read again
+        # every batch carries the generation it was decided on: if anything changed
+        # the ruleset in between, the kernel refuses it (ERESTART) and we read again
         attempt += 1
         cur = be.read(d.table)
         try:
-            if not cur.exists:
-                be.create(d, genid=cur.genid)
-                res.update(action="create", added=sum(s.interval_count for s in d.sets.values()))
-            elif not be.structure_matches(d, cur):
-                be.create(d, replace=True, genid=cur.genid)
-                res.update(action="replace", added=sum(s.interval_count for s in d.sets.values()))
-            else:
-                na, nd = be.sync(d, {n: pack_intervals(s.intervals, d.sets[n].family)
-                                     for n, s in cur.sets.items()}, genid=cur.genid)
-                res.update(action="sync" if na or nd else "none", added=na, deleted=nd)
+            if hasattr(be, "converge"):
+                r = be.converge(d, cur)
+            else:  # a backend without the converge step (create / replace / sync)
+                r = _converge_simple(be, d, cur)
         except NetlinkError as e:
-            if e.code == errno.ERESTART and attempt < 3:
+            if e.code in (errno.ERESTART, errno.EBUSY) and attempt < 5:
                 continue
             raise
-        res["fast"] = False
+        res.update(action=r["action"], added=r["added"], deleted=r["deleted"], fast=False)
+        genid = r.get("genid") if r["action"] != "none" else cur.genid
+        chain = r.get("chain")
         done = True
     res["changed"] = res["action"] != "none"
-    if res["changed"] or not res["fast"]:  # a snapshot that did not validate is refreshed
-        state.save_snapshot(snap_path, netns_id=nsid, table=d.table, backend=opts.backend,
-                            structure=skey, genid=be.genid(),
-                            sets={n: (s.family, s.packed) for n, s in d.sets.items()},
-                            mode=d.mode, prefixes=d.prefix_count,
-                            changes={"added": res["added"], "deleted": res["deleted"]})
+    if res["changed"] or not res["fast"]:  # a cache that did not verify is refreshed
+        try:
+            state.save_applied(path, key=key, genid=genid, chain=chain,
+                               sets={n: (s.family, s.packed) for n, s in d.sets.items()},
+                               mode=d.mode, prefixes=d.prefix_count,
+                               changes={"added": res["added"], "deleted": res["deleted"]})
+        except FirewallError as e:
+            res.setdefault("errors", []).append(str(e))
     return res
+
+
+def _converge_simple(be, d: Desired, cur) -> dict:
+    if hasattr(be, "check_owner"):
+        be.check_owner(d.table, cur)
+    total = sum(s.interval_count for s in d.sets.values())
+    if not cur.exists:
+        be.create(d, genid=cur.genid)
+        return {"action": "create", "added": total, "deleted": 0}
+    if not be.structure_matches(d, cur):
+        be.create(d, replace=True, genid=cur.genid)
+        return {"action": "replace", "added": total, "deleted": 0}
+    out = be.sync(d, {n: pack_intervals(s.intervals, d.sets[n].family) for n, s in cur.sets.items()},
+                  genid=cur.genid)
+    na, nd = out[0], out[1]
+    return {"action": "sync" if na or nd else "none", "added": na, "deleted": nd}
 
 
 # -- status -------------------------------------------------------------------------------
 def status(d: Desired, opts: Options) -> dict:
     """Live state against the desired one: drift, per-set differences, rule counters."""
     require_net_admin("sipedge firewall status")
-    snap_path = state.snapshot_path(opts.state_dir, opts.netns, d.table, opts.backend)
+    path = state.applied_path(opts.state_dir, opts.netns, d.table, opts.backend)
     with _backend(opts) as be:
         cur = be.read(d.table)
+        owned = getattr(cur, "owned", True)
         out = {"table": d.table, "netns": opts.netns, "backend": opts.backend,
-               "exists": cur.exists, "structure_ok": cur.exists and be.structure_matches(d, cur)}
-        diff = _set_diff(d, {n: s.intervals for n, s in cur.sets.items()})
+               "exists": cur.exists, "owned": owned,
+               "structure_ok": cur.exists and owned and be.structure_matches(d, cur)}
+        diff = _set_diff(d, _live_sets(cur))
         out["sets"] = _fmt_diff(diff)
         out["drift"] = (not out["structure_ok"]) or any(v["add"] or v["delete"] for v in diff.values())
         out["rules"] = be.rule_report(d, cur)
     try:
-        snap = state.load_snapshot(snap_path)
-    except Exception as e:  # noqa: BLE001
-        snap, out["snapshot_error"] = None, str(e)
+        snap = state.load_applied(path)
+    except AppliedStateError as e:
+        snap, out["applied_state_error"] = None, str(e)
     if snap:
-        out["last_apply"] = {"time": snap["time"], "prefixes": snap["prefixes"],
-                             "mode": snap["mode"], "changes": snap["changes"],
-                             "matches_desired": snap["structure"] == structure_key(d) and all(
+        out["last_apply"] = {"time": snap["time"], "prefixes": snap.get("prefixes"),
+                             "mode": snap.get("mode"), "changes": snap.get("changes"),
+                             "matches_desired": snap["key"].get("structure") == structure_key(d) and all(
                                  snap["sets"].get(n, (0, b""))[1] == s.packed
                                  for n, s in d.sets.items())}
     return out
@@ -201,10 +252,11 @@ def status(d: Desired, opts: Options) -> dict:
 
 # -- remove -------------------------------------------------------------------------------
 def remove(table: str, opts: Options) -> dict:
-    """Delete sipedge's table (and nothing else) and its snapshot."""
+    """Delete sipedge's table (only when it carries sipedge's mark) and its applied state."""
     require_net_admin("sipedge firewall remove")
-    snap_path = state.snapshot_path(opts.state_dir, opts.netns, table, opts.backend)
+    state.check_lock_timeout(opts.lock_timeout)
+    path = state.applied_path(opts.state_dir, opts.netns, table, opts.backend)
     with state.Lock(opts.lock_file, opts.lock_timeout), _backend(opts) as be:
         removed = be.remove(table)
-    state.remove_snapshot(snap_path)
+    state.remove_applied(path)
     return {"table": table, "netns": opts.netns, "backend": opts.backend, "removed": removed}

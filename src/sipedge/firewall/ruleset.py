@@ -1,21 +1,23 @@
 """Render the desired nftables state as ``nft -f`` text, for people to review.
 
-sipedge owns one table (``inet sipedge`` by default) and nothing else; its
-rules match only the SBC's SIP and media ports. The same state is what the
-netlink backend programs, so ``nft -f`` of this text and ``sipedge firewall
-apply`` give the same ``nft list ruleset``.
+sipedge owns one table (``inet sipedge`` by default, with the comment
+"managed by sipedge") and nothing else; after the conntrack and loopback
+accepts its rules match only the SBC's own SIP and RTP ports (see
+:mod:`.desired`). The same state is what the netlink backend programs, so
+``nft -f`` of this text and ``sipedge firewall apply`` give the same ``nft
+list ruleset``.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 from ..allowlist import Allowlist
-from .desired import DEFAULT_PRIORITY, Desired, desired_state, interval_text
+from .desired import DEFAULT_PRIORITY, OWNER_COMMENT, Desired, SbcPorts, desired_state, interval_text
 
 
 def render_desired(d: Desired) -> str:
     """nft(8) script text that creates the table of *d*."""
-    lines = [f"table inet {d.table} {{"]
+    lines = [f"table inet {d.table} {{", f'\tcomment "{OWNER_COMMENT}"']
     for s in d.sets.values():
         lines.append(f"\tset {s.name} {{")
         lines.append(f"\t\ttype {'ipv4_addr' if s.family == 4 else 'ipv6_addr'}")
@@ -34,7 +36,8 @@ def render_desired(d: Desired) -> str:
 
 
 def render(al: Allowlist, table: str = "sipedge", mode: str = "enforce",
-           priority: int = DEFAULT_PRIORITY, ports: Optional[dict] = None) -> str:
+           priority: int = DEFAULT_PRIORITY, sbc: Optional[SbcPorts] = None,
+           iif: tuple = (), force: bool = False) -> str:
     """nft(8) script text that creates sipedge's table for *al*."""
     return render_desired(desired_state(al, table=table, mode=mode, priority=priority,
-                                        ports=ports))
+                                        sbc=sbc, iif=iif, force=force))

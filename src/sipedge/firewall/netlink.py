@@ -12,7 +12,7 @@ import socket
 import struct
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from ..errors import FirewallError, KernelSupportError, NamespaceError, PermissionDenied
+from ..errors import FirewallError, KernelSupportError, NamespaceError, NetlinkError, PermissionDenied
 from . import nsutil
 
 NETLINK_NETFILTER = 12
@@ -21,6 +21,7 @@ NETLINK_EXT_ACK = 11
 NETLINK_CAP_ACK = 10
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
+SO_NETNS_COOKIE = 71
 
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -32,6 +33,7 @@ NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_APPEND = 0x800
+NLM_F_ECHO = 0x8
 NLMSGERR_ATTR_MSG = 1
 NLM_F_ACK_TLVS = 0x200
 NLM_F_CAPPED = 0x100
@@ -60,18 +62,6 @@ def require_net_admin(what: str) -> None:
     if not has_net_admin():
         raise PermissionDenied(f"{what} needs root or CAP_NET_ADMIN: run with sudo, or give the "
                                "service AmbientCapabilities=CAP_NET_ADMIN")
-
-
-class NetlinkError(FirewallError):
-    """The kernel answered a netlink request with an error."""
-
-    def __init__(self, code: int, what: str, ext: str = "") -> None:
-        self.code = code
-        msg = f"kernel rejected {what}: {os.strerror(code)} (errno {code})"
-        if ext:
-            msg += f": {ext}"
-        msg += "; nothing was changed"
-        super().__init__(msg)
 
 
 class NfSocket:
@@ -159,11 +149,13 @@ class NfSocket:
         return -code, ext
 
     # -- requests -----------------------------------------------------------------
-    def send_batch(self, messages: List[bytes], what: Callable[[int], str]) -> None:
+    def send_batch(self, messages: List[bytes], what: Callable[[int], str]) -> List[bytes]:
         """Send *messages* (already framed, begin..end included) in one sendmsg.
 
         Raises NetlinkError naming the first message the kernel rejected; the
-        kernel then applied none of the batch.
+        kernel then applied none of the batch. Returns the other messages the
+        kernel answered with (with NLM_F_ECHO on the batch begin: the NEWGEN
+        notice carrying the generation id of this very commit).
         """
         if BATCH_HOOK is not None:
             BATCH_HOOK(messages)
@@ -183,6 +175,7 @@ class NfSocket:
             raise FirewallError(f"sending the batch failed: {e.strerror}") from None
         # nfnetlink handles a batch inside sendmsg: every answer is queued now
         first: Optional[Tuple[int, int, str]] = None
+        other: List[bytes] = []
         while True:
             buf = self._recv(socket.MSG_DONTWAIT)
             if not buf:
@@ -192,6 +185,8 @@ class NfSocket:
                     code, ext = self._error(msg)
                     if code and (first is None or seqs.get(seq, 1 << 30) < first[0]):
                         first = (seqs.get(seq, -1), code, ext)
+                else:
+                    other.append(msg)
         if first is not None:
             idx, code, ext = first
             if code == errno.EPERM:
@@ -201,6 +196,16 @@ class NfSocket:
                 raise KernelSupportError("the kernel does not support nf_tables "
                                          "(CONFIG_NF_TABLES): use --backend ipset")
             raise NetlinkError(code, what(idx), ext)
+        return other
+
+    def netns_cookie(self) -> Optional[int]:
+        """SO_NETNS_COOKIE of the socket's namespace: unique per namespace for the
+        whole boot, never reused (Linux >= 5.14); None when the kernel lacks it."""
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        except OSError:
+            return None
+        return struct.unpack("=Q", raw)[0]
 
     def request(self, msg: bytes, what: str) -> List[bytes]:
         """Send one request (get or dump) and return the answer messages."""

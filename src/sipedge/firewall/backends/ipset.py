@@ -22,11 +22,11 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import FirewallError, KernelSupportError
-from ..intervals import cidrs
-from . import nsutil
-from .desired import Desired, diff_packed
-from .nl import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
+from ...errors import FirewallError, KernelSupportError
+from ...intervals import cidrs
+from .. import nsutil
+from ..desired import Desired, diff_packed
+from ..netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
 
 NFNL_SUBSYS_IPSET = 6
 IPSET_CMD_ADD, IPSET_CMD_LIST = 9, 7

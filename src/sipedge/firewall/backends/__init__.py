@@ -1,0 +1,1 @@
+"""Firewall backends: ``nft`` (nf_tables over netlink) and ``ipset`` (hash:net sets + iptables)."""
