@@ -231,8 +231,8 @@ def _add_firewall(sub) -> None:
                            help="apply even a configuration sipedge refuses as unsafe: drops on the "
                                 "namespace's ephemeral ports or SSH, a prefix that is every address")
         a.add_argument("--table", default="sipedge",
-                       help="nft table name (default: sipedge); with ipset: set-name prefix, and "
-                            "upper-cased, the iptables chain")
+                       help="nft table name (default: sipedge); with ipset: the set-name prefix "
+                            "(TABLE-ROLE-v4), and the iptables chain SIPEDGE (default) or SIPEDGE-TABLE")
         a.add_argument("--backend", choices=("nft", "ipset"), default="nft",
                        help="nft (netlink, default) or ipset (+ iptables rules)")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
