@@ -12,6 +12,10 @@ Each group puts sipedge and its peer side by side in the same run:
                   peers: `nft -f` of the matching delete/add element script (one
                   round: nft 1.0.6 takes minutes), and `nft -f` reloading the whole
                   table (delete + create in one file: a flush-and-refill)
+  100k-structure  a structural change (hook priority -10 <-> -5) of the 100k table: sipedge's
+                  gapless steps (sets kept, new chain beside the old, old removed) vs
+                  `nft -f` reloading the table (delete + create in one file: the old,
+                  lossy replace) and `nft -f` of the same chain swap
   ipset-100k      the ipset backend vs `ipset restore` of the same sets
   compile-100k    building the desired state from the allowlist's prefix table
                   (sipedge only; the peer's equivalent is inside its `nft -f` parse;
@@ -215,6 +219,77 @@ def test_nft_f_reload_1pct(benchmark, states, ns, tmp_path):
     for f in (f1, f2):
         f.write_text("delete table inet sipedge\n" + f.read_text())
     flip = [f2, f1]
+
+    def run():
+        p = flip[0]
+        flip.reverse()
+        _run_in(ns, "nft", "-f", str(p))
+
+    benchmark.pedantic(run, rounds=4)
+
+
+# -- structural change -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def structures(states):
+    d1 = states[1]
+    d2 = desired_state(_allowlist(BIG), priority=-5)
+    for s in d2.sets.values():
+        s.packed  # noqa: B018
+    return d1, d2
+
+
+@pytest.mark.benchmark(group="100k-structure")
+def test_sipedge_structure_change_100k(benchmark, structures, ns, opts, tmp_path):
+    d1, d2 = structures
+    _reset(ns, tmp_path)
+    ops.apply(d1, opts)
+    flip = [d2, d1]
+
+    def run():
+        d = flip[0]
+        flip.reverse()
+        return ops.apply(d, opts)
+
+    r = benchmark.pedantic(run, rounds=4)
+    assert r["action"] == "replace"
+
+
+@pytest.mark.benchmark(group="100k-structure")
+def test_nft_f_reload_structure_100k(benchmark, structures, ns, tmp_path):
+    d1, d2 = structures
+    _reset(ns, tmp_path)
+    f1, f2 = tmp_path / "a.nft", tmp_path / "b.nft"
+    f1.write_text(render_desired(d1))
+    f2.write_text("delete table inet sipedge\n" + render_desired(d2))
+    _run_in(ns, "nft", "-f", str(f1))
+    f1.write_text("delete table inet sipedge\n" + f1.read_text())
+    flip = [f2, f1]
+
+    def run():
+        p = flip[0]
+        flip.reverse()
+        _run_in(ns, "nft", "-f", str(p))
+
+    benchmark.pedantic(run, rounds=4)
+
+
+@pytest.mark.benchmark(group="100k-structure")
+def test_nft_f_chain_swap_structure_100k(benchmark, structures, ns, tmp_path):
+    d1, d2 = structures
+    _reset(ns, tmp_path)
+    f = tmp_path / "a.nft"
+    f.write_text(render_desired(d1))
+    _run_in(ns, "nft", "-f", str(f))
+
+    def swap(d, new, old):
+        rules = "\n".join(f"add rule inet sipedge {new} {r.describe()}" for r in d.rules)
+        return (f"add chain inet sipedge {new} {{ type filter hook input priority {d.priority}; "
+                f"policy accept; }}\n{rules}\ndelete chain inet sipedge {old}\n")
+
+    fwd, back = tmp_path / "fwd.nft", tmp_path / "back.nft"
+    fwd.write_text(swap(d2, "input_b", "input"))
+    back.write_text(swap(d1, "input", "input_b"))
+    flip = [fwd, back]
 
     def run():
         p = flip[0]

@@ -2,6 +2,8 @@
 
   python3 fw_udp.py recv ADDR PORT MAX_SECONDS IDLE_SECONDS   -> prints the packet count
   python3 fw_udp.py send ADDR PORT COUNT PER_SECOND [SRC]      -> prints the packets sent
+  python3 fw_udp.py stream ADDR PORT PER_SECOND MAX_SECONDS SRC -> sends until SIGTERM (or
+                                                                   MAX_SECONDS), prints the count
 
 Packets carry a 12-byte RTP header (version 2, payload type 0) and a sequence number.
 """
@@ -51,9 +53,32 @@ def send(addr: str, port: int, count: int, rate: float, src: str = "") -> int:
     return count
 
 
+def stream(addr: str, port: int, rate: float, max_s: float, src: str) -> int:
+    import signal
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    print("sending", flush=True)
+    t0 = time.monotonic()
+    i = 0
+    while not stop and time.monotonic() - t0 < max_s:
+        hdr = struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, i * 160, 0x5EED)
+        s.sendto(hdr + struct.pack("!I", i) + b"\0" * 160, (addr, port))
+        i += 1
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return i
+
+
 if __name__ == "__main__":
     cmd, a = sys.argv[1], sys.argv[2:]
-    if cmd == "recv":
+    if cmd == "stream":
+        print(stream(a[0], int(a[1]), float(a[2]), float(a[3]), a[4]), flush=True)
+    elif cmd == "recv":
         print(recv(a[0], int(a[1]), float(a[2]), float(a[3])), flush=True)
     else:
         print(send(a[0], int(a[1]), int(a[2]), float(a[3]), a[4] if len(a) > 4 else ""))

@@ -97,14 +97,15 @@ def test_enforce_mode_keeps_replies_to_the_hosts_own_udp_clients(files, tmp_path
     require_root()
     require_tool("nft")
     with Netns("a") as a, Netns("b") as b:
-        link(a, b, "192.0.2.1/24", "192.0.2.2/24")
+        # B's address is in no allowlist set: its replies are not trusted traffic
+        link(a, b, "203.0.113.1/24", "203.0.113.2/24")
         d = desired_state(Allowlist.load(files["a"]))
         r = ops.apply(d, _opts(a, tmp_path))
         assert r["action"] == "create"
-        srv = b.popen(sys.executable, "-c", UDP_ECHO, "192.0.2.2", stdout=subprocess.PIPE, text=True)
+        srv = b.popen(sys.executable, "-c", UDP_ECHO, "203.0.113.2", stdout=subprocess.PIPE, text=True)
         try:
             assert srv.stdout.readline().strip() == "ready"
-            out = a.exec(sys.executable, "-c", UDP_CLIENT, "192.0.2.2", timeout=30).stdout
+            out = a.exec(sys.executable, "-c", UDP_CLIENT, "203.0.113.2", timeout=30).stdout
         finally:
             srv.kill()
             srv.wait()
@@ -128,17 +129,36 @@ def test_a_recreated_namespace_never_gets_no_change(files, tmp_path):
         assert ops.apply(d, opts)["action"] == "create"
         assert ops.apply(d, opts)["action"] == "none"
         ino = os.stat(f"/run/netns/{name}").st_ino
-        subprocess.run(["ip", "netns", "del", name], check=True)
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        reused = os.stat(f"/run/netns/{name}").st_ino == ino
-        subprocess.run(["ip", "netns", "exec", name, "nft", "add", "table", "inet", "other"], check=True)
-        subprocess.run(["ip", "netns", "exec", name, "nft", "add", "table", "inet", "other2"], check=True)
+        saved = state.load_applied(state.applied_path(opts.state_dir, name, d.table, "nft"))["genid"]
+        reused = False
+        for _ in range(50):  # the kernel frees the old namespace's inode number asynchronously
+            subprocess.run(["ip", "netns", "del", name], check=True)
+            time.sleep(0.1)
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            if os.stat(f"/run/netns/{name}").st_ino == ino:
+                reused = True
+                break
+        # bring the new namespace's generation to the saved one: name, inode and
+        # generation now all match what the old cache was keyed on
+        k = 0
+        while _genid(name) < saved:
+            subprocess.run(["ip", "netns", "exec", name, "nft", "add", "table", "inet", f"other{k}"],
+                           check=True)
+            k += 1
+        assert _genid(name) == saved
         r = ops.apply(d, opts)
         assert r["action"] == "create", (r, "inode reused" if reused else "new inode")
         assert subprocess.run(["ip", "netns", "exec", name, "nft", "list", "table", "inet", "sipedge"],
                               capture_output=True).returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def _genid(netns: str) -> int:
+    from sipedge.firewall.backends.nft import NftBackend
+
+    with NftBackend(netns) as be:
+        return be.genid()
 
 
 def test_a_concurrent_delete_is_never_counted_into_the_cache(ns, files, tmp_path):

@@ -152,6 +152,17 @@ class NftBackend:
                 live.chains[chain].rules.append(canon)
         return live
 
+    def read_with_contents(self, table: str, packed: Dict[str, bytes], genid: int) -> Optional[Live]:
+        """The live table without dumping set elements, their contents taken from
+        *packed* (the applied-state cache, valid for generation *genid*); None when the
+        generation moved or a set is not in *packed* (then read everything)."""
+        live = self.read(table, with_elements=False)
+        if live.genid != genid or any(n not in packed for n in live.sets):
+            return None
+        for n, ls in live.sets.items():
+            ls.packed = packed[n]
+        return live
+
     def verify(self, d: Desired, chain: str) -> bool:
         """Cheap check that sipedge's table, its chain *chain* and every desired set
         exist (no element dump): what the fast path asks before trusting a cache."""
@@ -365,7 +376,7 @@ class NftBackend:
         for name in d.sets:
             if name not in live.sets:
                 step1 += self._set_msgs(d, name)
-        existing = {n: pack_intervals(ls.intervals, d.sets[n].family)
+        existing = {n: ls.packed if ls.packed is not None else pack_intervals(ls.intervals, d.sets[n].family)
                     for n, ls in live.sets.items() if n in d.sets}
         sync_msgs, na, nd = self.sync_messages(d, existing, names=list(existing))
         step1 += sync_msgs

@@ -16,9 +16,22 @@ def _pr():
     return nftsocket
 
 
+#: how the kernel dumps a plain interval-set element: NFTA_LIST_ELEM{NFTA_SET_ELEM_KEY{
+#: NFTA_DATA_VALUE key}} (+ NFTA_SET_ELEM_FLAGS on an end element); by key length
+_KEY_HEAD = {klen: struct.pack("=HHHH", 8 + klen, 1, 4 + klen, 1) for klen in (4, 16)}
+_FLAGS_HEAD = struct.pack("=HH", 8, 3)
+
+
 def parse_elements(msgs: List[bytes]) -> List[Tuple[int, bool]]:
-    """(key, is_end) of every element in GETSETELEM dump answers (fast path)."""
+    """(key, is_end) of every element in GETSETELEM dump answers.
+
+    The element shapes the kernel dumps for sipedge's sets are recognised by
+    their fixed headers (a few byte comparisons per element); anything else
+    goes through the generic attribute parser.
+    """
     out = []
+    append = out.append
+    frombytes = int.from_bytes
     unpack = struct.unpack_from
     for m in msgs:
         top = _parse_attrs(m, 20, len(m))
@@ -26,20 +39,32 @@ def parse_elements(msgs: List[bytes]) -> List[Tuple[int, bool]]:
             continue
         off, end = top[3]
         while off + 4 <= end:
-            alen, _ = unpack("=HH", m, off)
+            alen = m[off] | (m[off + 1] << 8)
             if alen < 4:
                 break
+            klen = alen - 12 if alen in (16, 28) else alen - 20 if alen in (24, 36) else 0
+            head = _KEY_HEAD.get(klen)
+            if head is not None and m[off + 4:off + 12] == head:
+                key = frombytes(m[off + 12:off + 12 + klen], "big")
+                if alen == 12 + klen:
+                    append((key, False))
+                    off += alen
+                    continue
+                if m[off + 12 + klen:off + 16 + klen] == _FLAGS_HEAD:
+                    append((key, bool(unpack(">I", m, off + 16 + klen)[0] & NFT_SET_ELEM_INTERVAL_END)))
+                    off += alen
+                    continue
             ea = _parse_attrs(m, off + 4, off + alen)
             key = 0
             if 1 in ea:
                 ka = _parse_attrs(m, *ea[1])
                 if 1 in ka:
                     s, e = ka[1]
-                    key = int.from_bytes(m[s:e], "big")
+                    key = frombytes(m[s:e], "big")
             flags = 0
             if 3 in ea:
                 flags = unpack(">I", m, ea[3][0])[0]
-            out.append((key, bool(flags & NFT_SET_ELEM_INTERVAL_END)))
+            append((key, bool(flags & NFT_SET_ELEM_INTERVAL_END)))
             off += (alen + 3) & ~3
     return out
 

@@ -13,6 +13,7 @@ class LiveSet:
     key_type: int
     flags: int
     intervals: tuple
+    packed: Optional[bytes] = None  # the contents as pack_intervals bytes, when known that way
 
 
 @dataclass
