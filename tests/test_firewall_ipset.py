@@ -116,6 +116,26 @@ def test_every_role_is_read_back_synced_and_removed(ipset_ns, opts_for, tmp_path
     assert "SIPEDGE" not in ipt(ns) and "SIPEDGE" not in ipt(ns, "ip6tables")
 
 
+def test_what_is_not_sipedges_survives_apply_sync_and_remove(ipset_ns, opts_for):
+    ns = ipset_ns
+    ns.exec("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+    ns.exec("ipset", "create", "someone-else", "hash:ip")
+    ns.exec("ipset", "add", "someone-else", "203.0.113.9")
+    before_ipt = (ipt(ns), ipt(ns, "ip6tables"))
+    o = opts_for(ns, backend="ipset")
+    assert ops.apply(desired_state(Allowlist.from_toml(AL_A)), o)["action"] == "create"
+    r = ops.apply(desired_state(Allowlist.from_toml(AL_B)), o)
+    assert r["action"] == "sync" and r["fast"] is False
+    m = members(ns)
+    assert m["sipedge-signaling-v4"] == ["192.0.2.0/24", "198.51.100.128/27"]
+    assert m["someone-else"] == ["203.0.113.9"]
+    assert "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT" in ipt(ns)
+    assert ops.remove("sipedge", o)["removed"] is True
+    assert members(ns) == {"someone-else": ["203.0.113.9"]}
+    assert (ipt(ns), ipt(ns, "ip6tables")) == before_ipt
+    assert ops.remove("sipedge", o)["removed"] is False
+
+
 def test_rules_follow_the_model_and_counters_are_reported_by_model_rule(ipset_ns, opts_for):
     ns = ipset_ns
     o = opts_for(ns, backend="ipset")
