@@ -53,10 +53,12 @@ import socket
 import struct
 import subprocess
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add, and_, lshift, or_, rshift, sub
 from typing import Dict, List, Optional, Tuple
 
 from ...errors import FirewallError, KernelSupportError, OwnershipError
-from ...intervals import cidrs
+from ...intervals import cidrs, merge_sorted
 from .. import nsutil
 from ..desired import OWNER_COMMENT, Desired, diff_packed, pack_intervals
 from ..netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, NfSocket
@@ -244,10 +246,30 @@ class IpsetBackend:
                 return None
             raise
         bits = 32 if family == 4 else 128
-        nets = []
+        klen = bits // 8
+        # the entry as hash:net dumps it (no counters or comments on sipedge's sets):
+        # DATA{ IP{ IPADDR(addr) }, CIDR(c) }, unpacked in bulk; anything else parsed one by one
+        plain = 4 + (8 + klen) + 8
+        # per entry: 12 header bytes, the address, CIDR's 4-byte header, the length, 3 pad
+        one = "12xI4xB3x" if family == 4 else "12xQQ4xB3x"
+        sizes = [1 << (bits - c) for c in range(bits + 1)]  # addresses in a /c
+        keys = []  # address << 8 | prefix length: one int each, so the sort is cheap
         for m in msgs:
             for t, a, b in _attrs(m, 20, len(m)):
                 if t != A_ADT:
+                    continue
+                blob = m[a:b]
+                n, rest = divmod(len(blob), plain)
+                # every entry plain: its DATA, IP and CIDR lengths say so (checked in C)
+                if (not rest and blob[0::plain] == bytes([plain]) * n
+                        and blob[8::plain] == bytes([4 + klen]) * n
+                        and blob[plain - 8::plain] == b"\x05" * n
+                        and blob[plain - 6::plain] == bytes([A_CIDR]) * n):
+                    flat = struct.unpack(">" + one * n, blob)
+                    if family == 4:
+                        keys += map(or_, map(lshift, flat[0::2], repeat(8)), flat[1::2])
+                    else:
+                        keys += [(hi << 64 | lo) << 8 | c for hi, lo, c in zip(flat[0::3], flat[1::3], flat[2::3])]
                     continue
                 for _t, da, db in _attrs(m, a, b):  # one DATA per entry
                     addr, cidr = None, bits
@@ -258,14 +280,12 @@ class IpsetBackend:
                         elif t3 == A_CIDR:
                             cidr = m[a3]
                     if addr is not None:
-                        nets.append((addr, addr + (1 << (bits - cidr))))
-        out: list = []
-        for s, e in sorted(nets):
-            if out and s <= out[-1][1]:
-                out[-1] = (out[-1][0], max(e, out[-1][1]))
-            else:
-                out.append((s, e))
-        return tuple(out)
+                        keys.append(addr << 8 | cidr)
+        keys.sort()
+        lo = list(map(rshift, keys, repeat(8)))
+        last = list(map(add, lo, map(sizes.__getitem__, map(and_, keys, repeat(0xFF)))))
+        starts, ends = merge_sorted(lo, list(map(sub, last, repeat(1))))
+        return tuple(zip(starts, ends))
 
     def _create(self, name: str, family: int, count: int) -> None:
         data = (_attr(A_INITVAL | NLA_F_NET_BYTEORDER, struct.pack(">I", OWNER_INITVAL))
