@@ -136,7 +136,7 @@ def test_what_is_not_sipedges_survives_apply_sync_and_remove(ipset_ns, opts_for)
     assert ops.remove("sipedge", o)["removed"] is False
 
 
-def test_rules_follow_the_model_and_counters_are_reported_by_model_rule(ipset_ns, opts_for):
+def test_rules_follow_the_model_and_counters_are_reported_by_model_rule(ipset_ns, opts_for, tmp_path):
     ns = ipset_ns
     o = opts_for(ns, backend="ipset")
     d = desired_state(Allowlist.from_toml(AL_A))
@@ -169,6 +169,15 @@ def test_rules_follow_the_model_and_counters_are_reported_by_model_rule(ipset_ns
     assert "-A SIPEDGE -i eth8 -p udp -m udp --dport 5060\n" in rules
     assert ops.status(dm, o)["drift"] is False
     assert ops.apply(dm, o)["action"] == "none"
+    # the model's iif rule has no iptables rule of its own: reported as None, printed as "-"
+    assert [x["packets"] for x in ops.status(dm, o)["rules"] if x["rule"].startswith("iifname")] == [None]
+    al = tmp_path / "a.toml"
+    al.write_text(AL_A)
+    r = subprocess.run([sys.executable, "-m", "sipedge", "firewall", "status", "--allowlist", str(al),
+                        "--mode", "monitor", "--iif", "eth9,eth8", "--netns", ns.name, "--backend", "ipset",
+                        "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert '         - pkts            - bytes  iifname != "eth9" iifname != "eth8" counter return' in r.stdout
 
 
 # ------------------------------------------------------------------ ownership

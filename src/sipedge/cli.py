@@ -370,7 +370,9 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
                       + (f", missing {len(v['add'])}, extra {len(v['delete'])}"
                          if v["add"] or v["delete"] else ""))
             for r in st["rules"]:
-                print(f"  {r['packets']:>10} pkts {r['bytes']:>12} bytes  {r['rule']}")
+                # None: a model rule without a kernel rule of its own (ipset backend's --iif)
+                pk, by = ("-" if r[k] is None else r[k] for k in ("packets", "bytes"))
+                print(f"  {pk:>10} pkts {by:>12} bytes  {r['rule']}")
         if "last_apply" in st:
             la = st["last_apply"]
             print(f"last apply: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(la['time']))} UTC, "
