@@ -364,6 +364,7 @@ def test_kill_9_at_random_points_loses_no_trusted_packet_and_the_next_apply_rest
             assert m == []
             st = ops.status(want[target], st_opts)
             assert st["drift"] is False, st["sets"]  # the desired state, whatever the kill left
+        assert all(t.poll() is None for t in tx)  # every kill happened under traffic
         sent = [int(t.communicate(timeout=count / rate + 60)[0].strip()) for t in tx]
         received = [int(r.communicate(timeout=60)[0].strip()) for r in rx]
     finally:
@@ -374,6 +375,60 @@ def test_kill_9_at_random_points_loses_no_trusted_packet_and_the_next_apply_rest
     assert any(rc == -signal.SIGKILL for rc in rounds)  # the kills really landed mid-run
     assert sent == [count, count]
     assert received == sent  # 0 trusted packets lost
+    drops = sum(int(line.split()[line.split().index("-c") + 1])
+                for line in sbc.exec("iptables", "-S", "SIPEDGE", "-v").stdout.splitlines()
+                if line.startswith("-A") and "-j DROP" in line)
+    assert drops == 0
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_structural_changes_of_a_100k_table_lose_no_trusted_packet(lab_ipset, tmp_path):
+    """Done-when 2's second phase for ipset: mode, SBC-port and interface changes of a
+    100k-prefix table, alternating, under 1000 pps of trusted traffic: each is one
+    iptables-restore commit per family over sets that stay; 0 packets lost, 0 drops."""
+    from sipedge.firewall.desired import sbc_ports
+
+    sbc, tr = lab_ipset
+    toml = tmp_path / "big.toml"
+    _big_allowlist(toml, 100_000, 3, "192.0.2.0/24")
+    al = Allowlist.load(str(toml))
+    veth = [line.split(":")[1].strip().split("@")[0] for line in sbc.exec("ip", "-o", "link").stdout.splitlines()
+            if "sxa" in line or "sxb" in line][0]
+    variants = [
+        desired_state(al, mode="enforce"),
+        desired_state(al, mode="monitor"),
+        desired_state(al, sbc=sbc_ports(al, rtp="11000-21000/udp")),
+        desired_state(al, sbc=sbc_ports(al, sip="5060/udp,5080/udp,5060/tcp")),
+        desired_state(al, iif=(veth,)),
+    ]
+    o = ops.Options(netns=sbc.name, backend="ipset", lock_file=str(tmp_path / "lock"),
+                    state_dir=str(tmp_path / "state"))
+    assert ops.apply(variants[0], o)["action"] == "create"
+    changes = 10
+    rate, count = 1000, 1000 * (changes * 6 + 10)
+    rx = [sbc.popen(sys.executable, UDP_TOOL, "recv", SBC, str(port), str(count / rate + 30), "2.0",
+                    stdout=subprocess.PIPE, text=True) for port in (5060, 12000)]
+    try:
+        for r in rx:
+            assert r.stdout.readline().strip() == "ready"
+        tx = [tr.popen(sys.executable, UDP_TOOL, "send", SBC, str(port), str(count), str(rate), TRUSTED,
+                       stdout=subprocess.PIPE, text=True) for port in (5060, 12000)]
+        actions = []
+        for i in range(changes):
+            d = variants[1 + i % (len(variants) - 1)] if i % 2 == 0 else variants[0]
+            actions.append(ops.apply(d, o)["action"])
+            assert ops.status(d, o)["drift"] is False
+        assert all(t.poll() is None for t in tx)  # every change happened under traffic
+        sent = [int(t.communicate(timeout=count / rate + 60)[0].strip()) for t in tx]
+        received = [int(r.communicate(timeout=60)[0].strip()) for r in rx]
+    finally:
+        for proc in rx:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert actions == ["replace"] * changes
+    assert sent == [count, count] and received == sent  # 0 trusted packets lost
     drops = sum(int(line.split()[line.split().index("-c") + 1])
                 for line in sbc.exec("iptables", "-S", "SIPEDGE", "-v").stdout.splitlines()
                 if line.startswith("-A") and "-j DROP" in line)
