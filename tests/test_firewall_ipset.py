@@ -380,6 +380,8 @@ def test_kill_9_at_random_points_loses_no_trusted_packet_and_the_next_apply_rest
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    print(f"\nkill -9: one 100k apply {full:.1f} s; {sum(rc == -signal.SIGKILL for rc in rounds)} of "
+          f"{kills} runs killed mid-way; sent {sent}, received {received}")
     assert any(rc == -signal.SIGKILL for rc in rounds)  # the kills really landed mid-run
     assert min(sent) >= rate * 10  # the stream really ran (>= 10 s at 1000 pps)
     assert received == sent  # 0 trusted packets lost
@@ -441,6 +443,7 @@ def test_structural_changes_of_a_100k_table_lose_no_trusted_packet(lab_ipset, tm
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    print(f"\nstructural changes: {actions.count('replace')} replaces; sent {sent}, received {received}")
     assert actions == ["replace"] * changes
     assert min(sent) >= rate * 5 and received == sent  # 0 trusted packets lost
     drops = sum(int(line.split()[line.split().index("-c") + 1])
