@@ -16,7 +16,10 @@ Each group puts sipedge and its peer side by side in the same run:
                   gapless steps (sets kept, new chain beside the old, old removed) vs
                   `nft -f` reloading the table (delete + create in one file: the old,
                   lossy replace) and `nft -f` of the same chain swap
-  ipset-100k      the ipset backend vs `ipset restore` of the same sets
+  ipset-100k      the ipset backend vs `ipset restore` of the same sets (sipedge's figure
+                  also loads its iptables/ip6tables rules, two iptables-restore runs)
+  ipset-100k-sync-1pct  1% of the 100k prefixes replaced: the ipset backend (reads the live
+                  sets, fills NAME-new, swaps) vs `ipset restore` of a NAME-new + swap script
   compile-100k    building the desired state from the allowlist's prefix table
                   (sipedge only; the peer's equivalent is inside its `nft -f` parse;
                   a compiled snapshot stores the result, see the cli groups)
@@ -334,6 +337,65 @@ def test_ipset_restore_100k(benchmark, states, ns, tmp_path):
     f.write_text("\n".join(lines) + "\n")
     benchmark.pedantic(lambda: _run_in(ns, "ipset", "restore", "-file", str(f)),
                        setup=lambda: _reset_ipset(ns, tmp_path), rounds=3)
+
+
+def _ipset_script(d, suffix: str = "") -> list:
+    lines = []
+    for st in d.sets.values():
+        name = set_name(d.table, st.role, st.family) + suffix
+        fam = "inet" if st.family == 4 else "inet6"
+        lines.append(f"create {name} hash:net family {fam} maxelem {max(65536, 2 * len(st.intervals))}")
+        for s, e in st.intervals:
+            for addr, c in cidrs(s, e, st.family):
+                ip = ipaddress.ip_address(addr) if st.family == 4 else ipaddress.IPv6Address(addr)
+                lines.append(f"add {name} {ip}/{c}")
+    return lines
+
+
+@pytest.mark.benchmark(group="ipset-100k-sync-1pct")
+def test_sipedge_ipset_sync_1pct_100k(benchmark, states, ns, tmp_path):
+    """1% of the 100k media prefixes replaced on a live ipset table: the backend reads the
+    live sets, fills a -new set for each changed one and swaps it in."""
+    o = ops.Options(netns=ns.name, backend="ipset", lock_file=str(tmp_path / "lock"),
+                    state_dir=str(tmp_path / "st"))
+    _reset_ipset(ns, tmp_path)
+    ops.apply(states[1], o)
+    flip = [states[2], states[1]]
+
+    def run():
+        d = flip[0]
+        flip.reverse()
+        return ops.apply(d, o)
+    r = benchmark.pedantic(run, rounds=4)
+    assert r["action"] == "sync"
+
+
+@pytest.mark.benchmark(group="ipset-100k-sync-1pct")
+def test_ipset_restore_swap_1pct_100k(benchmark, states, ns, tmp_path):
+    """The same change as an ipset script would make it gaplessly: `ipset restore` of the
+    changed set as NAME-new, `ipset swap`, `ipset destroy` (no reading of the live set)."""
+    _reset_ipset(ns, tmp_path)
+    ops.apply(states[1], ops.Options(netns=ns.name, backend="ipset", lock_file=str(tmp_path / "lock"),
+                                     state_dir=str(tmp_path / "st")))
+    files = []
+    for i, d in enumerate((states[2], states[1])):
+        other = states[1] if d is states[2] else states[2]
+        changed = [k for k in d.sets if d.sets[k].packed != other.sets[k].packed]
+        assert changed
+        sub = type(d)(table=d.table, sets={k: d.sets[k] for k in changed})
+        lines = _ipset_script(sub, "-new")
+        for k in changed:
+            name = set_name(d.table, d.sets[k].role, d.sets[k].family)
+            lines += [f"swap {name}-new {name}", f"destroy {name}-new"]
+        f = tmp_path / f"sync{i}.ipset"
+        f.write_text("\n".join(lines) + "\n")
+        files.append(f)
+
+    def run():
+        f = files[0]
+        files.reverse()
+        _run_in(ns, "ipset", "restore", "-file", str(f))
+    benchmark.pedantic(run, rounds=4)
 
 
 # -- compile --------------------------------------------------------------------------

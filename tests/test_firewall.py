@@ -753,73 +753,7 @@ def test_cidrs_cover_an_interval_exactly():
     assert cidrs(0, 1 << 32, 4) == [(0, 0)]
 
 
-def test_ipset_backend_apply_sync_remove(ipset_ns, al_files, opts_for):
-    ns = ipset_ns
-    ns.exec("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
-    ns.exec("ipset", "create", "someone-else", "hash:ip")
-    before_ipt = ns.exec("iptables", "-S").stdout
-    ala, alb = Allowlist.load(al_files[0]), Allowlist.load(al_files[1])
-    o = opts_for(ns, backend="ipset")
-    r = ops.apply(desired_state(ala), o)
-    assert r["action"] == "create"
-    m = ipset_members(ns)
-    assert m["sipedge-signaling-v4"] == ["192.0.2.0/25", "198.51.100.64/26"]
-    assert m["sipedge-media-v6"] == ["2001:db8:2::/48"]
-    assert m["someone-else"] == []
-    rules = ns.exec("iptables", "-S", "SIPEDGE").stdout
-    assert "-A SIPEDGE -p udp -m udp --dport 5060 -m set --match-set sipedge-signaling-v4 src -j ACCEPT" in rules
-    assert "-A SIPEDGE -p udp -m udp --dport 10000:60000 -j DROP" in rules
-    assert "-A SIPEDGE -p udp -m udp --dport 5060 -m set --match-set sipedge-signaling-v6 src -j ACCEPT" \
-        in ns.exec("ip6tables", "-S", "SIPEDGE").stdout
-    assert ops.apply(desired_state(ala), o)["action"] == "none"
-    r = ops.apply(desired_state(alb), o)
-    assert r["action"] == "sync" and r["fast"] is False
-    m = ipset_members(ns)
-    assert m["sipedge-signaling-v4"] == ["192.0.2.0/24", "198.51.100.128/27"]
-    assert m["sipedge-media-v4"] == ["192.0.2.0/24"]
-    assert not [k for k in m if k.endswith("-new")]  # the temporary sets are gone
-    assert ops.status(desired_state(alb), o)["drift"] is False
-    assert ops.apply(desired_state(alb, mode="monitor"), o)["action"] == "replace"
-    assert "DROP" not in ns.exec("iptables", "-S", "SIPEDGE").stdout
-    assert ops.remove("sipedge", o)["removed"] is True
-    assert list(ipset_members(ns)) == ["someone-else"]
-    assert ns.exec("iptables", "-S").stdout == before_ipt
-
-
-def test_ipset_backend_real_traffic_and_sync_under_traffic(lab, al_files, opts_for):
-    require_tool("ipset", "iptables", "ip6tables", "iptables-restore")
-    sbc, tr, un = lab
-    o = opts_for(sbc, backend="ipset")
-    da = desired_state(Allowlist.load(al_files[0]))
-    db = desired_state(Allowlist.load(al_files[1]))
-    ops.apply(da, o)
-    uas = sipp_uas(sbc, SBC, 2)
-    try:
-        r = sipp_uac(tr, TRUSTED, SBC, 2, "20s")
-        assert r.returncode == 0, r.stdout[-2000:]
-    finally:
-        _stop(uas)
-    drops = ipt_drops(sbc)
-    assert udp_burst(sbc, un, SBC_U, UNTRUSTED, 5060, 20, 500, max_s=2.0) == 0
-    assert ipt_drops(sbc) >= drops + 20
-    # swap under a steady trusted stream: nothing lost
-    rx = sbc.popen(sys.executable, UDP_TOOL, "recv", SBC, "20000", "15", "1.0",
-                   stdout=subprocess.PIPE, text=True)
-    try:
-        assert rx.stdout.readline().strip() == "ready"
-        tx = tr.popen(sys.executable, UDP_TOOL, "send", SBC, "20000", "1500", "1500", TRUSTED,
-                      stdout=subprocess.PIPE, text=True)
-        actions = []
-        for i in range(4):
-            actions.append(ops.apply(db if i % 2 == 0 else da, o)["action"])
-        sent = int(tx.communicate(timeout=20)[0].strip())
-        received = int(rx.communicate(timeout=20)[0].strip())
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
-    assert actions == ["sync"] * 4
-    assert received == sent == 1500
+# the ipset backend's apply / sync / remove and traffic tests: tests/test_firewall_ipset.py
 
 
 def test_contrib_example_allowlist_and_units():

@@ -220,8 +220,10 @@ def _http(sbc: Netns) -> str:
                     timeout=10).stdout.strip()
 
 
-@pytest.mark.parametrize("backend", ["nft"])
+@pytest.mark.parametrize("backend", ["nft", "ipset"])
 def test_a_whole_sbc_host_keeps_working_under_enforce(host, tmp_path, backend):
+    if backend == "ipset":
+        require_tool("ipset", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore")
     sbc, tw, at, _svc = host
     al_path = tmp_path / "lab.toml"
     al_path.write_text(allowlist_toml(["192.0.2.0/24"], ["192.0.2.0/24"]))

@@ -245,8 +245,8 @@ def _add_firewall(sub) -> None:
                            help="apply even a configuration sipedge refuses as unsafe: drops on the "
                                 "namespace's ephemeral ports or SSH, a prefix that is every address")
         a.add_argument("--table",
-                       help="nft table name (default: {default}); with ipset: set-name prefix, "
-                            "and upper-cased, the iptables chain")
+                       help="nft table name (default: {default}); with ipset: the set-name prefix "
+                            "(TABLE-ROLE-v4), and the iptables chain SIPEDGE (default table) or SIPEDGE-TABLE")
         a.add_argument("--backend", choices=("nft", "ipset"),
                        help="nft (netlink) or ipset (+ iptables rules) (default: {default})")
         a.add_argument("--netns", metavar="NAME", help="network namespace (ip netns name)")
@@ -383,7 +383,9 @@ def _cmd_firewall_status(args: argparse.Namespace) -> int:
                       + (f", missing {len(v['add'])}, extra {len(v['delete'])}"
                          if v["add"] or v["delete"] else ""))
             for r in st["rules"]:
-                print(f"  {r['packets']:>10} pkts {r['bytes']:>12} bytes  {r['rule']}")
+                # None: a model rule without a kernel rule of its own (ipset backend's --iif)
+                pk, by = ("-" if r[k] is None else r[k] for k in ("packets", "bytes"))
+                print(f"  {pk:>10} pkts {by:>12} bytes  {r['rule']}")
         if "last_apply" in st:
             la = st["last_apply"]
             print(f"last apply: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(la['time']))} UTC, "

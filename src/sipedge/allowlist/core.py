@@ -27,7 +27,7 @@ from itertools import compress, islice, repeat
 from operator import add, and_, eq, itemgetter, lshift, ne, or_, rshift
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
-from .. import _impl
+from .. import _files, _impl
 from ..errors import AllowlistError
 from ..intervals import BITS, Address, MASKS, flatten, Spans, cidrs, merge_sorted, pack_columns, spans, unpack_columns
 from . import snapshot
@@ -262,11 +262,8 @@ class Allowlist:
 
         A prefix that is every address (``0.0.0.0/0``, ``::/0``) is refused unless
         *allow_world*."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise AllowlistError(f"{path}: cannot read allowlist: {e.strerror}") from None
+        # a FIFO, device or directory is refused at once, a huge file by its size
+        data = _files.read_regular(path, "allowlist", AllowlistError)
         if data.startswith(snapshot.MAGIC):
             return cls.from_compiled(snapshot.loads(data, path))
         try:

@@ -153,6 +153,9 @@ def parse(text: str, source: str, base: Optional[Parsed] = None,
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise AllowlistError(f"{source}: not valid TOML: {e}; check quotes, commas and brackets") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise AllowlistError(f"{source}: arrays or tables nested too deeply for an allowlist; "
+                             "an allowlist needs only a few levels (roles.NAME.ports = [...])") from None
     _check_keys(src, doc, _TOP_KEYS, "the top level", 0)
 
     dataset = doc.get("dataset", {})

@@ -35,9 +35,10 @@ import hashlib
 import os
 import sys
 from itertools import repeat
+from operator import add, gt, le
 from typing import Any, NamedTuple, Optional
 
-from .. import _impl
+from .. import _files, _impl
 from .._version import __version__
 from ..errors import SnapshotError
 from .model import Match, PortRange
@@ -61,9 +62,8 @@ class Compiled(NamedTuple):
 
 def _sha256_file(path: str) -> Optional[str]:
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
+        return hashlib.sha256(_files.read_regular(path, "source", OSError)).hexdigest()
+    except OSError:  # missing, unreadable, not a regular file (a FIFO would block) or huge
         return None
 
 
@@ -124,29 +124,17 @@ def dumps(al: Compiled, source: Optional[str] = None) -> bytes:
 def save(al: Compiled, path: str, source: Optional[str] = None) -> None:
     """Write the snapshot of *al* to *path* atomically (temporary file + rename)."""
     data = dumps(al, source)
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # durable before the rename makes it the snapshot
-        os.replace(tmp, path)
+        # temporary file in the same directory, unpredictable name, O_EXCL | O_NOFOLLOW
+        _files.write_atomic(path, data)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise SnapshotError(f"{path}: cannot write snapshot: {e.strerror}") from None
 
 
 def load(path: str, source: Optional[str] = None) -> Compiled:
     """The compiled allowlist in snapshot *path*; *source*: the TOML it must match (default:
     the recorded source, when it still exists)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise SnapshotError(f"{path}: cannot read snapshot: {e.strerror}") from None
+    data = _files.read_regular(path, "snapshot", SnapshotError)
     return loads(data, path, source)
 
 
@@ -164,12 +152,35 @@ def _swap(b: bytes, code: str) -> bytes:
     return a.tobytes()
 
 
+def _ordered(packed: bytes, version: int) -> bool:
+    """True when packed (first, last) pairs are what compiling writes: first <= last, and
+    each span starts after the previous one ends + 1 (sorted, disjoint, merged)."""
+    if version == 4:
+        from array import array
+
+        a = array("I")
+        a.frombytes(packed)
+        if sys.byteorder == "little":
+            a.byteswap()
+        flat = a.tolist()
+    else:
+        flat = [int.from_bytes(packed[i:i + 16], "big") for i in range(0, len(packed), 16)]
+    first, last = flat[0::2], flat[1::2]
+    return all(map(le, first, last)) and all(map(gt, first[1:], map(add, last, repeat(1))))
+
+
 def _check_spans(role, v) -> tuple:
-    """(packed4, count4, packed6, count6) of one role, checked for shape."""
+    """(packed4, count4, packed6, count6) of one role, checked for shape and order.
+
+    Unordered spans would be applied to the firewall as they are and then
+    poison every later sync (which diffs sorted records), so they are refused here.
+    """
     p4, n4, p6, n6 = v
     if not (type(p4) is bytes and type(p6) is bytes and len(p4) % 8 == 0 and len(p6) % 32 == 0
             and type(n4) is int and type(n6) is int and n4 >= len(p4) // 8 and n6 >= len(p6) // 32):
         raise ValueError(f"bad firewall spans of role {role!r}")
+    if not (_ordered(p4, 4) and _ordered(p6, 6)):
+        raise ValueError(f"firewall spans of role {role!r} are not sorted, disjoint and merged")
     return p4, n4, p6, n6
 
 
