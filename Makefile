@@ -10,12 +10,19 @@
 # is, and so is PYTHON with VENV= (empty): for an environment made elsewhere.
 PYTHON ?= python3
 VENV ?= .venv
-BASE_PYTHON := $(PYTHON)
-ifeq ($(shell $(PYTHON) -c 'import sys; print(sys.prefix != sys.base_prefix)' 2>/dev/null),True)
+# the interpreter as an absolute path, and whether it already is a venv's
+BASE_INFO := $(shell $(PYTHON) -c 'import sys; print(sys.executable, sys.prefix != sys.base_prefix)' 2>/dev/null)
+BASE_PYTHON := $(or $(word 1,$(BASE_INFO)),$(PYTHON))
+ifeq ($(word 2,$(BASE_INFO)),True)
 override VENV :=
 endif
 ifneq ($(strip $(VENV)),)
 override PYTHON := $(abspath $(VENV))/bin/python
+endif
+# the environment's console scripts (auditwheel, cibuildwheel, check-jsonschema)
+# first on PATH, as if it were activated
+ifneq ($(strip $(VENV))$(filter True,$(word 2,$(BASE_INFO))),)
+export PATH := $(dir $(PYTHON)):$(PATH)
 endif
 PYTEST ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
