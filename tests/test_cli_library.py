@@ -25,15 +25,22 @@ def test_firewall_help_shows_the_library_defaults(capsys):
     from sipedge.firewall.desired import desired_state
     from sipedge.firewall.ops import Options
 
-    with pytest.raises(SystemExit):
-        main(["firewall", "plan", "--help"])
-    out = " ".join(capsys.readouterr().out.split())
+    def help_of(cmd: str) -> str:
+        with pytest.raises(SystemExit):
+            main(["firewall", cmd, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
     params = inspect.signature(desired_state).parameters
     o = Options()
-    for shown in (params["table"].default, params["priority"].default, params["mode"].default,
-                  o.backend, o.lock_file, o.lock_timeout, o.state_dir):
-        assert f"(default: {shown})" in out or f"default: {shown})" in out, shown
-    assert "{default}" not in out
+    # plan takes the desired-state options; apply also the lock and the applied state
+    for cmd, shown_all in (("plan", (params["table"].default, params["priority"].default,
+                                     params["mode"].default, o.backend)),
+                           ("apply", (params["table"].default, o.backend, o.lock_file,
+                                      o.lock_timeout, o.state_dir))):
+        out = help_of(cmd)
+        for shown in shown_all:
+            assert f"(default: {shown})" in out or f"default: {shown})" in out, (cmd, shown)
+        assert "{default}" not in out
 
 
 def test_firewall_edges_go_through_allowlist_select(capsys):
