@@ -85,9 +85,17 @@ int sx_ht_bind(sx_health *h, unsigned char *base, int fd);
 /* Drop the registration of sx_ht_bind. */
 void sx_ht_unbind(sx_health *h);
 
+/* Slots sit at multiples of SX_HT_SLOT past a header of SX_HT_HEADER bytes in a
+ * page-aligned mapping (or a caller buffer aligned for sx_hslot), so every slot
+ * is aligned for its atomic words: the cast through void * states that (a plain
+ * byte-pointer cast is what -Wcast-align=strict refuses for aarch64). */
+_Static_assert(SX_HT_HEADER % _Alignof(sx_hslot) == 0, "header keeps slots aligned");
+_Static_assert(SX_HT_SLOT % _Alignof(sx_hslot) == 0, "slot size keeps slots aligned");
+_Static_assert(sizeof(sx_hslot) <= SX_HT_SLOT, "a slot fits its stride");
+
 static inline sx_hslot *sx_ht_slot(const sx_health *h, uint32_t i)
 {
-    return (sx_hslot *)(h->base + SX_HT_HEADER + (size_t)i * SX_HT_SLOT);
+    return (sx_hslot *)(void *)(h->base + SX_HT_HEADER + (size_t)i * SX_HT_SLOT);
 }
 
 /* A consistent copy of slot i's current record (never blocks). */

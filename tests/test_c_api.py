@@ -23,7 +23,7 @@ def test_capture_codes_grow_past_frames_counted_without_codes(tmp_path):
         ["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O1", "-g",
          "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-I", csrc,
          os.path.join(ROOT, "tests", "c", "capture_codes.c"),
-         *(os.path.join(csrc, f) for f in ("capture.c", "classify.c", "prefix.c")),
+         *(os.path.join(csrc, f) for f in ("capture.c", "classify.c", "flow.c", "prefix.c")),
          "-o", str(exe)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}

@@ -74,7 +74,14 @@ def test_capture_shrinking_progress_callback(impl, tmp_path, flows):
 
 
 def _run_rss(args: list[str], env: dict) -> tuple[int, int]:
-    """(lines of stdout, max RSS in KiB) of a child process that must succeed."""
+    """(lines of stdout, max RSS in KiB) of a child process that must succeed.
+
+    The child reports its own peak (VmHWM of /proc/self/status) as the last line
+    of stderr. ``wait4``'s ru_maxrss would not do: subprocess starts children with
+    vfork, and at exec Linux carries the old memory map's peak, which is this
+    pytest process's, into the child's maxrss (162 MiB after a full suite run)."""
+    assert args[:3] == [sys.executable, "-m", "sipedge"], args
+    args = [sys.executable, "-c", _REPORT_HWM, *args[3:]]
     t0 = time.monotonic()
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     lines = 0
@@ -84,12 +91,28 @@ def _run_rss(args: list[str], env: dict) -> tuple[int, int]:
             break
         lines += b.count(b"\n")
     err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
+    p.wait()
     assert p.returncode == 0, err.decode()[-2000:]
-    print(f"{' '.join(args[-3:])}: {lines} lines, max RSS {ru.ru_maxrss / 1024:.0f} MiB, "
+    last = err.decode().rstrip("\n").rsplit("\n", 1)[-1].split()
+    assert last[:1] == ["VmHWM:"] and last[2:] == ["kB"], err.decode()[-2000:]
+    hwm = int(last[1])
+    print(f"{' '.join(args[-3:])}: {lines} lines, max RSS {hwm / 1024:.0f} MiB, "
           f"{time.monotonic() - t0:.1f} s")
-    return lines, ru.ru_maxrss
+    return lines, hwm
+
+
+#: runs ``sipedge ARGS...`` and writes the process's own peak RSS line to stderr last
+_REPORT_HWM = """\
+import sys
+from sipedge.cli import main
+try:
+    rc = main(sys.argv[1:])
+finally:
+    sys.stdout.flush()
+    with open("/proc/self/status") as f:
+        sys.stderr.write(next(l for l in f if l.startswith("VmHWM:")))
+sys.exit(rc)
+"""
 
 
 def _env(impl) -> dict:
