@@ -7,9 +7,14 @@ import re
 import shlex
 import subprocess
 
+import pytest
+
 from sipedge.allowlist import Allowlist
 
 from conftest import require_tool
+
+#: contrib/ does not depend on the implementation: run once, in the native pass
+pytestmark = pytest.mark.once
 
 CONTRIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "contrib")
 SERVICE = os.path.join(CONTRIB, "sipedge-firewall.service")

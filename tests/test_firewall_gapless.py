@@ -36,6 +36,10 @@ from sipedge.firewall.desired import desired_state, sbc_ports
 from conftest import require_root, require_tool
 from netns import Netns, link
 
+#: the firewall code is the same Python in both passes (its one twin, _setdiff, has its
+#: own tests over both implementations): run once, in the native pass of make test
+pytestmark = pytest.mark.once
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 UDP_TOOL = os.path.join(HERE, "fw_udp.py")
 SBC, TRUSTED = "192.0.2.10", "192.0.2.20"

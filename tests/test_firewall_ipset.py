@@ -30,6 +30,10 @@ from netns import Netns, link
 from test_firewall import (AL_A, AL_B, SBC, SBC_U, TRUSTED, UDP_TOOL, UNTRUSTED, al_files,  # noqa: F401
                            allowlist_toml, opts_for, sipp_uac, sipp_uas, udp_burst)
 
+#: the firewall code is the same Python in both passes (its one twin, _setdiff, has its
+#: own tests over both implementations): run once, in the native pass of make test
+pytestmark = pytest.mark.once
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_STREAM_S = 900  # the traffic tests' senders stop by then whatever happens
 IPT_TOOLS = ("ipset", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore")

@@ -24,6 +24,10 @@ from conftest import require_root, require_tool
 from netns import Netns, link
 from test_firewall import AL_A, cli, nft_json
 
+#: the firewall code is the same Python in both passes (its one twin, _setdiff, has its
+#: own tests over both implementations): run once, in the native pass of make test
+pytestmark = pytest.mark.once
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 FAX = """
