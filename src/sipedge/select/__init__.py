@@ -634,16 +634,11 @@ class TargetSet:
 
 
 # ------------------------------------------------------------- failover rules
-def should_failover(status: Union[int, str, None]) -> bool:
-    """Whether to try the next target after a final SIP *status* (Twilio's rules).
-
-    No failover on 2xx, 400, 404, 405, 410, 416, 482, 484, 486 and every 6xx
-    (the callee answered or refused for good). Failover on every other final
-    status and on no answer at all: pass ``None`` or ``"timeout"`` after
-    :data:`NO_ANSWER_TIMEOUT` seconds without a response.
-    """
+def _final_status(status: Union[int, str, None]) -> Optional[int]:
+    """The final SIP status code in *status*, or None for no answer at all
+    (``None`` or ``"timeout"``); InputError for anything else, naming the fix."""
     if status is None or (isinstance(status, str) and status.strip().lower() == "timeout"):
-        return True
+        return None
     if isinstance(status, bool):
         raise InputError(f"SIP status {status!r} is not a number 100-699")
     try:
@@ -655,6 +650,20 @@ def should_failover(status: Union[int, str, None]) -> bool:
     if code < 200:
         raise InputError(f"SIP status {code} is provisional, not final; wait for a final "
                          "response or pass None after the no-answer timeout")
+    return code
+
+
+def should_failover(status: Union[int, str, None]) -> bool:
+    """Whether to try the next target after a final SIP *status* (Twilio's rules).
+
+    No failover on 2xx, 400, 404, 405, 410, 416, 482, 484, 486 and every 6xx
+    (the callee answered or refused for good). Failover on every other final
+    status and on no answer at all: pass ``None`` or ``"timeout"`` after
+    :data:`NO_ANSWER_TIMEOUT` seconds without a response.
+    """
+    code = _final_status(status)
+    if code is None:
+        return True
     if code < 300 or code >= 600 or code in NO_FAILOVER_CODES:
         return False
     return True
@@ -671,19 +680,9 @@ def counts_against_health(status: Union[int, str, None]) -> bool:
     request), every 6xx. So a 486 neither fails over nor hurts the target; a
     503 does both; a 404 from Twilio's list fails over nowhere and hurts nothing.
     """
-    if status is None or (isinstance(status, str) and status.strip().lower() == "timeout"):
+    code = _final_status(status)
+    if code is None:
         return True
-    if isinstance(status, bool):
-        raise InputError(f"SIP status {status!r} is not a number 100-699")
-    try:
-        code = _decimal(status)
-    except ValueError:
-        raise InputError(f"SIP status {status!r} is not a number 100-699 or 'timeout'") from None
-    if not 100 <= code <= 699:
-        raise InputError(f"SIP status {code} is out of range 100-699; pass None for no answer")
-    if code < 200:
-        raise InputError(f"SIP status {code} is provisional, not final; wait for a final "
-                         "response or pass None after the no-answer timeout")
     return code == 408 or (500 <= code < 600 and code != 580)
 
 
