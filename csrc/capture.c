@@ -5,15 +5,19 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static uint32_t rd32(const sx_capture *c, const uint8_t *p)
+/* little-endian reading of the magic numbers (one load where the compiler sees it) */
+static inline uint32_t le32(const uint8_t *p)
 {
-    if (c->swapped)
-        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+
+static inline uint32_t rd32(const sx_capture *c, const uint8_t *p)
+{
+    uint32_t x = le32(p);
+    return c->swapped ? __builtin_bswap32(x) : x;
 }
 
 static uint16_t rd16(const sx_capture *c, const uint8_t *p)
@@ -31,13 +35,14 @@ static int fail(sx_capture *c, const char *msg, size_t off, uint64_t val)
     return -1;
 }
 
-/* little-endian reading of the magic numbers */
-static uint32_t le32(const uint8_t *p)
-{
-    return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
-}
-
-#define WINDOW (1u << 20)
+/* File mode reads into a window of 256 KiB (grown to the largest record):
+ * small enough to stay in a core's L2 cache between the kernel's copy and the
+ * classifier's reads (1 MiB measured ~10% slower on 3 GB from the page cache). */
+#define WINDOW (1u << 18)
+/* memory mode: touch this far ahead of the record being read, so that the
+ * walk (each record's offset depends on the one before) does not wait for
+ * memory at every cache line */
+#define PREFETCH_AHEAD 2048u
 
 /* Make base[off .. off + need) available: 1 yes, 0 no (the end of the capture
  * comes first), -1 read error (err set). File mode moves the unread bytes to
@@ -165,6 +170,9 @@ int sx_cap_open_fd(sx_capture *c, int fd)
 {
     memset(c, 0, sizeof *c);
     c->fd = fd;
+#ifdef POSIX_FADV_SEQUENTIAL
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a hint: larger readahead */
+#endif
     return cap_header(c);
 }
 
@@ -325,6 +333,32 @@ int sx_cap_next(sx_capture *c, sx_frame *f)
     return r;
 }
 
+/* sx_cap_next with a pcap record that is wholly held read inline (the batch
+ * loops below); anything else goes the long way */
+static inline int cap_next(sx_capture *c, sx_frame *f)
+{
+    if (c->format == SX_CAP_PCAP && !c->err) {
+        size_t avail = c->len - c->off;
+        if (avail >= 16) {
+            const uint8_t *p = c->base + c->off;
+            uint32_t incl = rd32(c, p + 8);
+            if (incl <= SX_CAP_MAX_FRAME && incl <= avail - 16) {
+                if (avail > PREFETCH_AHEAD)
+                    __builtin_prefetch(p + PREFETCH_AHEAD);
+                f->data = p + 16;
+                f->caplen = incl;
+                f->origlen = rd32(c, p + 12);
+                f->linktype = c->linktype;
+                f->iface = 0;
+                c->off += 16 + (size_t)incl;
+                c->frames++;
+                return 1;
+            }
+        }
+    }
+    return sx_cap_next(c, f);
+}
+
 int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                     uint32_t **codes, size_t *codes_cap)
 {
@@ -338,7 +372,7 @@ int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint6
     for (;;) {
         if (max_frames && done == max_frames)
             return 1;
-        int r = sx_cap_next(c, &f);
+        int r = cap_next(c, &f);
         if (r <= 0)
             return r;
         sx_classify_cached(cfg, &cache, f.data, f.caplen, f.linktype, &v);
@@ -376,7 +410,7 @@ int sx_cap_classify_into(const sx_cfg *cfg, sx_capture *c, uint64_t *counts, uin
     sx_cache_init(&cache);
     *nout = 0;
     while (n < out_cap) {
-        int r = sx_cap_next(c, &f);
+        int r = cap_next(c, &f);
         if (r <= 0) {
             *nout = n;
             return r;
@@ -468,7 +502,7 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
             *nout = no;
             return 1;
         }
-        int r = sx_cap_next(c, &f);
+        int r = cap_next(c, &f);
         if (r < 0) {
             *nout = no;
             return -1;
@@ -486,47 +520,4 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
         fr->fed++;
         done++;
     }
-}
-
-int sx_map_file(const char *path, const uint8_t **base, size_t *len)
-{
-    *base = NULL;
-    *len = 0;
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return -1;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-        return -1;
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return 0;
-    }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (m == MAP_FAILED) {
-        errno = e;
-        return -1;
-    }
-    madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
-    *base = m;
-    *len = (size_t)st.st_size;
-    return 0;
-}
-
-void sx_unmap_file(const uint8_t *base, size_t len)
-{
-    if (base && len)
-        munmap((void *)(uintptr_t)base, len);
 }

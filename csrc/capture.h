@@ -60,7 +60,7 @@ typedef struct {
 int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t len);
 
 /* File mode: read an open regular file from its start in chunks (window of
- * 1 MiB, grown to the largest record). 0 ok; -1 with err/err_off set (then
+ * 256 KiB, grown to the largest record). 0 ok; -1 with err/err_off set (then
  * call sx_cap_close too). The fd stays the caller's. */
 int sx_cap_open_fd(sx_capture *c, int fd);
 void sx_cap_close(sx_capture *c);
@@ -112,11 +112,5 @@ void sx_flowrun_free(sx_flowrun *fr);
  * emitted), -1 on a capture error. counts as in sx_cap_classify. */
 int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint64_t max_frames,
                           uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout);
-
-/* Map a whole file read-only. 0 ok; else -1 and errno is set (EISDIR for a
- * directory, EINVAL for anything else that is not a regular file). *len may be 0
- * (then *base is NULL). sx_unmap_file(base, len) releases it. */
-int sx_map_file(const char *path, const uint8_t **base, size_t *len);
-void sx_unmap_file(const uint8_t *base, size_t len);
 
 #endif

@@ -100,8 +100,6 @@ cdef extern from "capture.h":
                               uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout) nogil
     int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                         uint32_t **codes, size_t *codes_cap) nogil
-    int sx_map_file(const char *path, const uint8_t **base, size_t *length) nogil
-    void sx_unmap_file(const uint8_t *base, size_t length) nogil
 
 
 cdef tuple _KINDS = KINDS
