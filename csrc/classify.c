@@ -513,7 +513,7 @@ static inline void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
     if (v->ipver == 4) {
         uint32_t a = be32(v->src);
         if (cache) {
-            size_t slot = (size_t)((a * 2654435761u) >> 24) & (SX_CACHE_SLOTS - 1);
+            size_t slot = (size_t)((a * 2654435761u) >> 22) & (SX_CACHE_SLOTS - 1);
             if (cache->val[slot] != -2 && cache->addr[slot] == a) {
                 m = cache->val[slot];
             } else {

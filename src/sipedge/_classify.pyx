@@ -358,6 +358,8 @@ cdef class Classifier:
                         codes_out.extend(out)
                     if r == -1:
                         raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
+                    if r == -3:  # codes asked of a counting run: cannot happen from here
+                        raise RuntimeError("sx_cap_classify_flows: codes asked of a counting run")
                     if r == 0:
                         break
                     if progress is not None and nout == 0:
