@@ -575,6 +575,12 @@ void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, s
     v->match = -1;
     size_t off;
     uint16_t et;
+    if (linktype == SX_LT_ETHERNET && len >= 14 && be16(f + 12) == 0x0800) {
+        /* the common case first: Ethernet, IPv4, no VLAN tag */
+        off = 14;
+        et = 0x0800;
+        goto ip;
+    }
     switch (linktype) {
     case SX_LT_ETHERNET:
         if (len < 14)
@@ -634,6 +640,7 @@ void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, s
         v->flags = SX_F_NOT_IP;
         return;
     }
+ip:
     l3_body(f, off, len, et, 0, v);
     trust(cfg, cache, v);
     return;
