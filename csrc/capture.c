@@ -352,7 +352,7 @@ static inline int cap_next(sx_capture *c, sx_frame *f)
                 if (ahead > c->len)
                     ahead = c->len;
                 while (c->pf < ahead) {
-                    __builtin_prefetch(c->base + c->pf);
+                    __builtin_prefetch(c->base + c->pf, 0, 0);
                     c->pf += CACHE_LINE;
                 }
                 f->data = p + 16;

@@ -497,8 +497,8 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
 void sx_cache_init(sx_cache4 *c)
 {
     for (size_t i = 0; i < SX_CACHE_SLOTS; i++) {
-        c->addr[i] = 0;
-        c->val[i] = -2;
+        c->slot[i].addr = 0;
+        c->slot[i].val = -2;
     }
 }
 
@@ -514,12 +514,12 @@ static inline void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
         uint32_t a = be32(v->src);
         if (cache) {
             size_t slot = (size_t)((a * 2654435761u) >> 22) & (SX_CACHE_SLOTS - 1);
-            if (cache->val[slot] != -2 && cache->addr[slot] == a) {
-                m = cache->val[slot];
+            if (cache->slot[slot].val != -2 && cache->slot[slot].addr == a) {
+                m = cache->slot[slot].val;
             } else {
                 m = sx_pt_lookup4(cfg->table, a);
-                cache->addr[slot] = a;
-                cache->val[slot] = m;
+                cache->slot[slot].addr = a;
+                cache->slot[slot].val = m;
             }
         } else {
             m = sx_pt_lookup4(cfg->table, a);
