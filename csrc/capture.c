@@ -41,8 +41,10 @@ static int fail(sx_capture *c, const char *msg, size_t off, uint64_t val)
 #define WINDOW (1u << 18)
 /* Prefetch every cache line once, this far ahead of the record being read, so
  * that the walk (each record's offset depends on the one before) does not wait
- * for memory at every line: a capture held in memory (3 GB) was read ~2.5x
- * faster so. In file mode the window was just copied in and is in cache. */
+ * for memory at every line: walking a 3 GB capture held in memory took 0.97 s
+ * without, 0.37-0.40 s with. Non-temporal: the capture is read once and should
+ * not push the flow table and the lookup cache out. In file mode the window
+ * was just copied in and is in cache already. */
 #ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4096u
 #endif
