@@ -79,4 +79,7 @@ class build_ext_with_core(build_ext):
         super().run()
 
 
-setup(libraries=libraries, ext_modules=ext_modules, cmdclass={"build_ext": build_ext_with_core})
+# run by pip's build backend, `python setup.py ...` and make (all as __main__);
+# .ci/cross-build reads the definitions above without building
+if __name__ == "__main__":
+    setup(libraries=libraries, ext_modules=ext_modules, cmdclass={"build_ext": build_ext_with_core})

@@ -62,6 +62,43 @@ def require_root() -> None:
 UNDER_ASAN = os.environ.get("SIPEDGE_EXPECT_ASAN") == "1"
 
 
+def _scale() -> float:
+    raw = os.environ.get("SIPEDGE_TEST_SCALE", "") or "1"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise pytest.UsageError(f"SIPEDGE_TEST_SCALE={raw!r}: give a number in (0, 1], e.g. 0.25")
+    return value
+
+
+#: SIPEDGE_TEST_SCALE (0 < s <= 1, default 1): the share of the full example
+#: and sample counts that the heaviest randomized tests run (hypothesis's
+#: max_examples, the statistical tests' draws, the rate-limit run's picks),
+#: through ``scaled()``. .ci/test-arm64 sets 0.25: under qemu-user emulation
+#: Python runs ~10x slower, and the aarch64 pass is there to catch what
+#: differs on that architecture, not to repeat the host's statistics at full
+#: size. Every other run (make test on the host, the wheels) uses the full
+#: counts. The statistical tests keep their significance level at any count
+#: (chi-square cells are merged below an expectation of 10; tolerances are
+#: computed from the count).
+SCALE = _scale()
+
+
+def scaled(n: int, floor: int = 10) -> int:
+    """*n* times SIPEDGE_TEST_SCALE, at least *floor* (and never more than *n*)."""
+    return n if SCALE == 1 else min(n, max(floor, round(n * SCALE)))
+#: SIPEDGE_TWIN_TESTED=1: this is the pure-Python pass of a run whose native
+#: pass came first (``make test``, .ci/test-arm64, .ci/wheel-test) under the
+#: same interpreter. That pass already ran every ``impl``-parametrized test on
+#: the twin (its ``[python]`` cases), so this pass leaves them out and runs the
+#: rest -- the tests of the default implementation, which here is the twin with
+#: no extension module at all. Half of the pure-Python pass's time, and most of
+#: it under qemu, was that repetition.
+TWIN_TESTED = os.environ.get("SIPEDGE_TWIN_TESTED", "") not in ("", "0")
+
+
 def pytest_collection_modifyitems(config, items):
     """Deselect (not skip) what does not apply to this run: ``needs_native``
     tests compare the native build with the twin, so they have nothing to do
@@ -103,6 +140,10 @@ def _deselect_reason(item) -> str:
             return "once: does not depend on the implementation, ran in the native pass"
         if FIREWALL_NS_FIXTURES & set(getattr(item, "fixturenames", ())):
             return "firewall in a namespace: the same code in both passes, ran in the native pass"
+        callspec = getattr(item, "callspec", None)
+        if TWIN_TESTED and callspec is not None and callspec.params.get("impl") == "python":
+            return ("impl=python: ran on the twin in the native pass (SIPEDGE_TWIN_TESTED=1, same "
+                    "interpreter)")
     if not UNDER_ASAN and item.get_closest_marker("asan_only"):
         return "asan_only: runs inside make test-asan"
     if UNDER_ASAN and item.get_closest_marker("not_under_asan"):
@@ -111,6 +152,9 @@ def _deselect_reason(item) -> str:
 
 
 def pytest_terminal_summary(terminalreporter):
+    if SCALE != 1:
+        terminalreporter.write_line(f"SIPEDGE_TEST_SCALE={SCALE:g}: the heaviest randomized tests ran "
+                                    f"{SCALE:.0%} of their examples and draws")
     for why, n in sorted(DESELECTED.items()):
         terminalreporter.write_line(f"deselected {n}: {why}")
 

@@ -10,6 +10,7 @@ import pytest
 from sipedge.allowlist import AllEdgesWarning, Allowlist, Entry, Match, PortRange
 from sipedge.cli import main
 from sipedge.errors import AddressError, AllowlistError, EXIT_INPUT
+from conftest import scaled
 
 SIGNALING = {
     "ashburn": ["54.172.60.0/30"],
@@ -425,7 +426,7 @@ def _net_strategy():
 def test_networks_equal_ipaddress_collapse():
     from hypothesis import given, settings
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=scaled(200), deadline=None)
     @given(_net_strategy())
     def check(pairs):
         al = Allowlist([Entry(r, None, n) for r, n in pairs],

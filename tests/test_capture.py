@@ -11,6 +11,7 @@ from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw, raw
 from sipedge import _impl, errors
 from classify_util import (SIP_200, SIP_INVITE, allowlist, pcap_bytes, pcapng_bytes,
                            rtcp_payload, rtp_payload)
+from conftest import scaled
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 
@@ -196,7 +197,7 @@ _SEEDS = [pcap_bytes(frames_eth()[:2]), pcap_bytes(frames_eth()[:2], big=True, n
           pcapng_bytes([([1], [(0, frames_eth()[2])])], big=True, simple_first=True)]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=scaled(400), deadline=None)
 @given(st.sampled_from(_SEEDS), st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)),
                                          max_size=6), st.integers(0, 2000))
 def test_mutated_captures_same_outcome(seed, flips, cut):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sipedge import _impl
 from classify_util import allowlist, pcap_bytes, rtcp_payload
 
-from conftest import IMPLEMENTATIONS
+from conftest import IMPLEMENTATIONS, scaled
 
 MAC = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01"
 
@@ -275,7 +275,7 @@ def frame_strategy(draw):
 
 
 @pytest.mark.needs_native
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frame_strategy(), max_size=60), st.integers(2, 40), st.integers(2, 12),
        st.integers(1, 20))
 def test_flow_mode_native_equals_twin(frames, max_flows, max_anns, window):
@@ -296,7 +296,7 @@ def test_flow_mode_native_equals_twin(frames, max_flows, max_anns, window):
 
 
 @pytest.mark.needs_native
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), max_size=12),
        st.integers(0, 3))
 def test_flow_mode_mutated_captures(flips, which):

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sipedge import _impl
 from classify_util import allowlist, rtcp_payload, rtp_payload, SIP_INVITE, stun_payload
 
-from conftest import IMPLEMENTATIONS
+from conftest import IMPLEMENTATIONS, scaled
 
 AL = allowlist()
 PY = _impl.python("classify").Classifier(AL)
 NAT = _impl.native("classify").Classifier(AL) if "native" in IMPLEMENTATIONS else None
 LINKTYPES = st.sampled_from([1, 113, 276, 101, 228, 229, 0, 108, 147])
-SETTINGS = settings(max_examples=1500, deadline=None,
+SETTINGS = settings(max_examples=scaled(1500), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import scaled
 
 
 def pack(values, rec):
@@ -42,7 +43,7 @@ def test_large_random_diff_matches_python_sets(impl):
     assert only_a == pack(a - b, 8) and only_b == pack(b - a, 8)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(st.sets(st.integers(0, 2 ** 256 - 1), max_size=40), st.sets(st.integers(0, 2 ** 256 - 1), max_size=40))
 def test_native_and_python_agree_on_32_byte_records(a, b):
     from sipedge import _impl

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sipedge.allowlist import Allowlist, Match
 from sipedge.errors import AddressError
+from conftest import scaled
 
 
 def nets(version):
@@ -57,7 +58,7 @@ def _check(pt, entries, addrs):
         assert (str(a) in pt) == (want is not None)
 
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=scaled(150), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -97,7 +98,7 @@ def near_slash16_nets():
         st.integers(0, 8) | st.integers(65530, 65535), st.integers(-300, 300), st.integers(12, 32))
 
 
-@settings(max_examples=50, deadline=None,
+@settings(max_examples=scaled(50), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_lookup_with_the_slash16_index(impl, data):
@@ -206,7 +207,7 @@ def _ipaddress_says(text):
         return None
 
 
-@settings(max_examples=400, deadline=None,
+@settings(max_examples=scaled(400), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.one_of(
     st.text(alphabet="0123456789.", max_size=18),

@@ -1,11 +1,13 @@
 """`sipedge select`: shares printed, JSON, failures, exit codes."""
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
 from sipedge.cli import main
+from conftest import scaled
 
 T = ["--target", "sip:sbc1.example.com,10,60", "--target", "sip:sbc2.example.com,10,20",
      "--target", "sip:sbc3.example.com;edge=dublin,10,20", "--target", "sip:sbc4.example.com,20,10"]
@@ -81,14 +83,16 @@ def test_subprocess_exit_code():
 
 def test_equal_weights_split_equally(capsys):
     """The issue's reproduction: 10/10 gave 66.67/33.33 and 20/20 51.2/48.8."""
+    picks = scaled(100_000, floor=10_000)
+    tolerance = 5 * 0.5 / math.sqrt(picks)  # 5 sigma of a fair share: 0.0025 at 100000
     for w in (1, 10, 20):
         assert main(["select", "--target", f"sip:a.example.com,10,{w}", "--target",
-                     f"sip:b.example.com,10,{w}", "--picks", "100000", "--seed", "5", "--json"]) == 0
+                     f"sip:b.example.com,10,{w}", "--picks", str(picks), "--seed", "5", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)["targets"]
         assert [r["expected"] for r in rows] == [0.5, 0.5]
-        # 100000 fair draws: |observed - 0.5| < 0.0025 fails with p < 1e-6 (5 sigma);
+        # fair draws: |observed - 0.5| < 5 sigma fails with p < 1e-6;
         # the seed is fixed, so this is one reproducible run
-        assert all(abs(r["observed"] - 0.5) < 0.0025 for r in rows)
+        assert all(abs(r["observed"] - 0.5) < tolerance for r in rows)
 
 
 def test_drain_shows_and_moves_share(capsys):

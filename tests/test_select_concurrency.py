@@ -14,6 +14,7 @@ from sipedge import _impl, select
 from sipedge.errors import DisasterRecovery
 from sipedge.select.health import HealthTable
 from sipedge.select import Target, TargetSet
+from conftest import scaled
 
 THREADS = 8
 OPS = 3000
@@ -126,7 +127,7 @@ target = st.tuples(st.sampled_from([0, 1, 10, 65535]),
 
 
 @pytest.mark.needs_native
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(targets=st.lists(target, min_size=0, max_size=80), seed=st.integers(0, 2**64 - 1),
        ops=st.lists(op, max_size=40), fail_t=st.integers(1, 3), ok_t=st.integers(1, 3))
 def test_native_equals_twin(targets, seed, ops, fail_t, ok_t):
@@ -172,7 +173,7 @@ def test_native_equals_twin(targets, seed, ops, fail_t, ok_t):
 
 
 @pytest.mark.needs_native
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled(300), deadline=None)
 @given(seed=st.integers(0, 2**64 - 1), ns=st.lists(st.integers(0, 2**64 - 1), max_size=30),
        data=st.binary(max_size=40))
 def test_rng_and_hash_native_equal_twin(seed, ns, data):

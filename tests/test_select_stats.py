@@ -20,9 +20,11 @@ import pytest
 
 from sipedge._py.rng import Rng
 from sipedge.select.health import HealthTable
+from conftest import scaled
 
 ALPHA = 1e-9
-N = 40_000
+N_FULL = 40_000
+N = scaled(N_FULL, floor=4000)  # draws per statistical check (SIPEDGE_TEST_SCALE)
 
 
 # ----------------------------------------------------------------- statistics
@@ -263,7 +265,7 @@ def test_large_group_first_place(impl):
     core = build(impl, spec, [], [], seed=5)
     exact = exact_first([(n, w, p) for n, p, w in spec])
     assert exact["t0"] == 0
-    n = 20_000
+    n = scaled(20_000, floor=4000)
     orders = [core.order() for _ in range(n)]
     chi_square_check(Counter(o[0] for o in orders), exact, n, "48 targets: first place")
     assert all(o[-1] == "t0" for o in orders)  # the only weight 0 comes last
@@ -295,11 +297,12 @@ def test_all_permutations_reachable_with_equal_weights(impl):
 
 def test_rfc_inclusive_draw_would_be_caught():
     """The checker rejects the RFC 2782 prose's inclusive draw r in [0, S]
-    (first-listed favoured by 1/(S+1)): 20/20 at 51.2/48.8 with N draws."""
+    (first-listed favoured by 1/(S+1)): 20/20 at 51.2/48.8 with 4 x N_FULL draws (the
+    full size whatever SIPEDGE_TEST_SCALE says: this is the check's power at that size)."""
     rng = Rng(1)
-    inclusive = Counter("a" if rng.uniform(40) <= 20 else "b" for _ in range(4 * N))
+    inclusive = Counter("a" if rng.uniform(40) <= 20 else "b" for _ in range(4 * N_FULL))
     with pytest.raises(AssertionError, match="chi-square"):
-        chi_square_check(inclusive, {"a": Fraction(1, 2), "b": Fraction(1, 2)}, 4 * N, "inclusive")
+        chi_square_check(inclusive, {"a": Fraction(1, 2), "b": Fraction(1, 2)}, 4 * N_FULL, "inclusive")
 
 
 def test_checker_rejects_wrong_distributions():
