@@ -5,15 +5,19 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static uint32_t rd32(const sx_capture *c, const uint8_t *p)
+/* little-endian reading of the magic numbers (one load where the compiler sees it) */
+static inline uint32_t le32(const uint8_t *p)
 {
-    if (c->swapped)
-        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+
+static inline uint32_t rd32(const sx_capture *c, const uint8_t *p)
+{
+    uint32_t x = le32(p);
+    return c->swapped ? __builtin_bswap32(x) : x;
 }
 
 static uint16_t rd16(const sx_capture *c, const uint8_t *p)
@@ -31,13 +35,20 @@ static int fail(sx_capture *c, const char *msg, size_t off, uint64_t val)
     return -1;
 }
 
-/* little-endian reading of the magic numbers */
-static uint32_t le32(const uint8_t *p)
-{
-    return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
-}
-
-#define WINDOW (1u << 20)
+/* File mode reads into a window of 256 KiB (grown to the largest record):
+ * small enough to stay in a core's L2 cache between the kernel's copy and the
+ * classifier's reads (1 MiB measured ~10% slower on 3 GB from the page cache). */
+#define WINDOW (1u << 18)
+/* Prefetch every cache line once, this far ahead of the record being read, so
+ * that the walk (each record's offset depends on the one before) does not wait
+ * for memory at every line: walking a 3 GB capture held in memory took 0.97 s
+ * without, 0.37-0.40 s with. Non-temporal: the capture is read once and should
+ * not push the flow table and the lookup cache out. In file mode the window
+ * was just copied in and is in cache already. */
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 4096u
+#endif
+#define CACHE_LINE 64u
 
 /* Make base[off .. off + need) available: 1 yes, 0 no (the end of the capture
  * comes first), -1 read error (err set). File mode moves the unread bytes to
@@ -62,6 +73,7 @@ static int ensure_slow(sx_capture *c, size_t need)
     }
     c->base_off += c->off;
     c->off = 0;
+    c->pf = 0;
     c->len = keep;
     c->base = c->buf;
     while (c->len < need || c->len < c->cap) {
@@ -165,6 +177,9 @@ int sx_cap_open_fd(sx_capture *c, int fd)
 {
     memset(c, 0, sizeof *c);
     c->fd = fd;
+#ifdef POSIX_FADV_SEQUENTIAL
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a hint: larger readahead */
+#endif
     return cap_header(c);
 }
 
@@ -325,6 +340,37 @@ int sx_cap_next(sx_capture *c, sx_frame *f)
     return r;
 }
 
+/* sx_cap_next with a pcap record that is wholly held read inline (the batch
+ * loops below); anything else goes the long way */
+static inline int cap_next(sx_capture *c, sx_frame *f)
+{
+    if (c->format == SX_CAP_PCAP && !c->err) {
+        size_t avail = c->len - c->off;
+        if (avail >= 16) {
+            const uint8_t *p = c->base + c->off;
+            uint32_t incl = rd32(c, p + 8);
+            if (incl <= SX_CAP_MAX_FRAME && incl <= avail - 16) {
+                size_t ahead = c->off + PREFETCH_AHEAD;
+                if (ahead > c->len)
+                    ahead = c->len;
+                while (c->pf < ahead) {
+                    __builtin_prefetch(c->base + c->pf, 0, 0);
+                    c->pf += CACHE_LINE;
+                }
+                f->data = p + 16;
+                f->caplen = incl;
+                f->origlen = rd32(c, p + 12);
+                f->linktype = c->linktype;
+                f->iface = 0;
+                c->off += 16 + (size_t)incl;
+                c->frames++;
+                return 1;
+            }
+        }
+    }
+    return sx_cap_next(c, f);
+}
+
 int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                     uint32_t **codes, size_t *codes_cap)
 {
@@ -338,7 +384,7 @@ int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint6
     for (;;) {
         if (max_frames && done == max_frames)
             return 1;
-        int r = sx_cap_next(c, &f);
+        int r = cap_next(c, &f);
         if (r <= 0)
             return r;
         sx_classify_cached(cfg, &cache, f.data, f.caplen, f.linktype, &v);
@@ -376,7 +422,7 @@ int sx_cap_classify_into(const sx_cfg *cfg, sx_capture *c, uint64_t *counts, uin
     sx_cache_init(&cache);
     *nout = 0;
     while (n < out_cap) {
-        int r = sx_cap_next(c, &f);
+        int r = cap_next(c, &f);
         if (r <= 0) {
             *nout = n;
             return r;
@@ -425,6 +471,21 @@ static inline size_t count_index_code(const sx_cfg *cfg, uint32_t code)
     return ((size_t)(code & 7) * 2 + ((code >> 3) & 1)) * (cfg->nedges + 1) + slot;
 }
 
+/* counts[] of final codes; runs of one code (a stream of untrusted RTP) reuse the index */
+typedef struct {
+    uint32_t code;
+    size_t idx;
+} code_memo;
+
+static inline void count_code(const sx_cfg *cfg, uint64_t *counts, code_memo *mo, uint32_t code)
+{
+    if (code != mo->code) {
+        mo->code = code;
+        mo->idx = count_index_code(cfg, code);
+    }
+    counts[mo->idx]++;
+}
+
 int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint64_t max_frames,
                           uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout)
 {
@@ -433,8 +494,38 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
     sx_relabel rl;
     uint64_t done = 0;
     uint64_t w = fr->flows.window, m = fr->ring_mask;
+    uint32_t *ring = fr->ring;
     size_t no = 0;
+    code_memo mo = {0, count_index_code(cfg, 0)};
     *nout = 0;
+    if (fr->fed == 0 && !fr->at_end)
+        fr->direct = out == NULL;
+    if (fr->direct) {
+        if (out)
+            return -3;
+        for (;;) {
+            if (fr->at_end)
+                return 0;
+            if (max_frames && done == max_frames)
+                return 1;
+            int r = cap_next(c, &f);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                fr->at_end = 1;
+                continue;
+            }
+            sx_flow_classify(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v, &rl);
+            count_code(cfg, counts, &mo, sx_code(&v));
+            for (uint32_t i = 0; i < rl.n; i++) {
+                counts[count_index_code(cfg, rl.code[i])]--;
+                counts[count_index_code(cfg, sx_relabel_code(cfg, rl.code[i], v.sport))]++;
+            }
+            fr->fed++;
+            fr->emitted++;
+            done++;
+        }
+    }
     for (;;) {
         /* at the end: emit everything left */
         if (fr->at_end) {
@@ -443,8 +534,8 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
                     *nout = no;
                     return 1;
                 }
-                uint32_t code = fr->ring[fr->emitted & m];
-                counts[count_index_code(cfg, code)]++;
+                uint32_t code = ring[fr->emitted & m];
+                count_code(cfg, counts, &mo, code);
                 if (out)
                     out[no++] = code;
                 fr->emitted++;
@@ -458,8 +549,8 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
                 *nout = no;
                 return 1;
             }
-            uint32_t code = fr->ring[fr->emitted & m];
-            counts[count_index_code(cfg, code)]++;
+            uint32_t code = ring[fr->emitted & m];
+            count_code(cfg, counts, &mo, code);
             if (out)
                 out[no++] = code;
             fr->emitted++;
@@ -468,7 +559,7 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
             *nout = no;
             return 1;
         }
-        int r = sx_cap_next(c, &f);
+        int r = cap_next(c, &f);
         if (r < 0) {
             *nout = no;
             return -1;
@@ -478,55 +569,12 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
             continue;
         }
         sx_flow_classify(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v, &rl);
-        fr->ring[fr->fed & m] = sx_code(&v);
+        ring[fr->fed & m] = sx_code(&v);
         for (uint32_t i = 0; i < rl.n; i++) {
-            uint32_t *slot = &fr->ring[rl.frame[i] & m];
+            uint32_t *slot = &ring[rl.frame[i] & m];
             *slot = sx_relabel_code(cfg, *slot, v.sport);
         }
         fr->fed++;
         done++;
     }
-}
-
-int sx_map_file(const char *path, const uint8_t **base, size_t *len)
-{
-    *base = NULL;
-    *len = 0;
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return -1;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-        return -1;
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return 0;
-    }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (m == MAP_FAILED) {
-        errno = e;
-        return -1;
-    }
-    madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
-    *base = m;
-    *len = (size_t)st.st_size;
-    return 0;
-}
-
-void sx_unmap_file(const uint8_t *base, size_t len)
-{
-    if (base && len)
-        munmap((void *)(uintptr_t)base, len);
 }

@@ -36,6 +36,7 @@ typedef struct {
     const uint8_t *base; /* the bytes held: the whole capture, or a window of a file */
     size_t len;          /* bytes at base */
     size_t off;          /* next record, relative to base */
+    size_t pf;           /* bytes from base up to here are prefetched (memory mode) */
     uint64_t base_off;   /* file offset of base[0] (file mode) */
     int fd;              /* file mode: read() in chunks (a file that shrinks is an error, not SIGBUS) */
     int eof;             /* no more bytes will come (always 1 in memory mode) */
@@ -60,7 +61,7 @@ typedef struct {
 int sx_cap_open(sx_capture *c, const uint8_t *buf, size_t len);
 
 /* File mode: read an open regular file from its start in chunks (window of
- * 1 MiB, grown to the largest record). 0 ok; -1 with err/err_off set (then
+ * 256 KiB, grown to the largest record). 0 ok; -1 with err/err_off set (then
  * call sx_cap_close too). The fd stays the caller's. */
 int sx_cap_open_fd(sx_capture *c, int fd);
 void sx_cap_close(sx_capture *c);
@@ -101,6 +102,7 @@ typedef struct {
     uint64_t fed;     /* frames classified */
     uint64_t emitted; /* frames whose code is final */
     int at_end;
+    int direct; /* 1: counting only (no codes wanted), no window: see sx_cap_classify_flows */
 } sx_flowrun;
 
 int sx_flowrun_init(sx_flowrun *fr, uint64_t max_flows, uint64_t max_anns, uint64_t window);
@@ -109,14 +111,13 @@ void sx_flowrun_free(sx_flowrun *fr);
 /* Run until out holds out_cap final codes (out may be NULL: count only, no
  * limit), max_frames more frames were read (0: no limit), or the end.
  * *nout: codes stored. Returns 1 when frames remain, 0 at the end (all
- * emitted), -1 on a capture error. counts as in sx_cap_classify. */
+ * emitted), -1 on a capture error, -3 (nothing done) when out is given to a
+ * run whose first call had none. counts as in sx_cap_classify.
+ * A run whose first call passes out == NULL only counts: each frame is
+ * counted when it is classified and a re-labelled frame's count moves from its
+ * old code to its new one, with no window of codes held (same counts, less
+ * memory traffic); such a run must pass out == NULL on every call. */
 int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint64_t max_frames,
                           uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout);
-
-/* Map a whole file read-only. 0 ok; else -1 and errno is set (EISDIR for a
- * directory, EINVAL for anything else that is not a regular file). *len may be 0
- * (then *base is NULL). sx_unmap_file(base, len) releases it. */
-int sx_map_file(const char *path, const uint8_t **base, size_t *len);
-void sx_unmap_file(const uint8_t *base, size_t len);
 
 #endif

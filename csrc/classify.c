@@ -88,7 +88,7 @@ int sx_is_sip(const uint8_t *p, size_t len)
     return p[q + 7] == '\r' || p[q + 7] == '\n';
 }
 
-int sx_is_stun(const uint8_t *p, size_t len)
+static inline int is_stun(const uint8_t *p, size_t len)
 {
     if (len < 20 || (p[0] & 0xC0) != 0 || be32(p + 4) != 0x2112A442u)
         return 0;
@@ -96,7 +96,7 @@ int sx_is_stun(const uint8_t *p, size_t len)
     return (mlen & 3) == 0 && mlen + 20 == len;
 }
 
-int sx_is_rtcp(const uint8_t *p, size_t len)
+static inline int is_rtcp(const uint8_t *p, size_t len)
 {
     if (len < 8)
         return 0;
@@ -114,7 +114,7 @@ int sx_is_rtcp(const uint8_t *p, size_t len)
     return 1;
 }
 
-int sx_is_rtp(const uint8_t *p, size_t len)
+static inline int is_rtp(const uint8_t *p, size_t len)
 {
     if (len < 12 || (p[0] >> 6) != 2)
         return 0;
@@ -138,6 +138,21 @@ int sx_is_rtp(const uint8_t *p, size_t len)
             return 0;
     }
     return 1;
+}
+
+int sx_is_stun(const uint8_t *p, size_t len)
+{
+    return is_stun(p, len);
+}
+
+int sx_is_rtcp(const uint8_t *p, size_t len)
+{
+    return is_rtcp(p, len);
+}
+
+int sx_is_rtp(const uint8_t *p, size_t len)
+{
+    return is_rtp(p, len);
 }
 
 int sx_is_tls(const uint8_t *p, size_t len)
@@ -184,18 +199,37 @@ int sx_is_ws_sip(const uint8_t *p, size_t len)
     return sx_is_sip(buf, n);
 }
 
+/* the deny list {1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 5353, 5355,
+ * 6081}: a range test first (most media ports lie outside 1194..6081), then a
+ * switch the compiler turns into a few compares instead of a loop over both ports */
+static inline int denied_port(unsigned p)
+{
+    if (p - 1194u > 6081u - 1194u)
+        return 0;
+    switch (p) {
+    case 1194: case 1812: case 1813: case 1900: case 4500: case 4789: case 5060: case 5061:
+    case 5353: case 5355: case 6081:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static inline int media_ports(uint16_t sport, uint16_t dport)
+{
+    return sport >= 1024 && dport >= 1024 && !denied_port(sport) && !denied_port(dport);
+}
+
 int sx_media_ports(uint16_t sport, uint16_t dport)
 {
-    if (sport < 1024 || dport < 1024)
-        return 0;
-    static const uint16_t deny[] = {1194, 1812, 1813, 1900, 4500, 4789, 5060, 5061, 5353, 5355, 6081};
-    for (size_t i = 0; i < sizeof deny / sizeof deny[0]; i++)
-        if (sport == deny[i] || dport == deny[i])
-            return 0;
-    return 1;
+    return media_ports(sport, dport);
 }
 
 /* ------------------------------------------------------------------ layers */
+
+/* l3_body and l4_body are inlined into the entry point (the common, untunnelled
+ * case has no call per layer); l3 is their out-of-line copy for GRE tunnels */
+#define SX_ALWAYS_INLINE static inline __attribute__((always_inline))
 
 static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth, sx_verdict *v);
 
@@ -203,13 +237,13 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
  * particular top two bits in the first byte (STUN 00; SIP: CR or an upper-case
  * letter, 00 or 01; RTP/RTCP version 2, 10), so dispatching on them first
  * gives the same answer as trying the tests in order, only faster. */
-static void udp_payload(const uint8_t *p, size_t len, sx_verdict *v)
+static inline void udp_payload(const uint8_t *p, size_t len, sx_verdict *v)
 {
     if (len == 0)
         return;
     switch (p[0] >> 6) {
     case 0:
-        if (sx_is_stun(p, len))
+        if (is_stun(p, len))
             v->kind = SX_K_STUN;
         else if (sx_is_sip(p, len))
             v->kind = SX_K_SIP;
@@ -219,10 +253,10 @@ static void udp_payload(const uint8_t *p, size_t len, sx_verdict *v)
             v->kind = SX_K_SIP;
         return;
     case 2:
-        if (sx_media_ports(v->sport, v->dport)) {
-            if (sx_is_rtcp(p, len))
+        if (media_ports(v->sport, v->dport)) {
+            if (is_rtcp(p, len))
                 v->kind = SX_K_RTCP;
-            else if (sx_is_rtp(p, len))
+            else if (is_rtp(p, len))
                 v->kind = SX_K_RTP;
         }
         return;
@@ -232,7 +266,8 @@ static void udp_payload(const uint8_t *p, size_t len, sx_verdict *v)
 }
 
 /* GRE (RFC 2784/2890) carrying IP, Ethernet, or ERSPAN type I/II/III. */
-static void gre(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
+static __attribute__((noinline)) void gre(const uint8_t *f, size_t off, size_t end, int depth,
+                                          sx_verdict *v)
 {
     if (depth >= MAX_TUNNEL_DEPTH || end - off < 4)
         return;
@@ -280,7 +315,7 @@ static void gre(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict 
 }
 
 /* The ports of a transport header of at least need bytes; 0 (and BAD) when cut. */
-static int ports(const uint8_t *p, size_t n, size_t need, sx_verdict *v)
+static inline int ports(const uint8_t *p, size_t n, size_t need, sx_verdict *v)
 {
     if (n < need) {
         v->flags |= SX_F_BAD;
@@ -291,7 +326,7 @@ static int ports(const uint8_t *p, size_t n, size_t need, sx_verdict *v)
     return 1;
 }
 
-static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
+SX_ALWAYS_INLINE void l4_body(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *v)
 {
     const uint8_t *p = f + off;
     size_t n = end - off;
@@ -356,7 +391,8 @@ static void l4(const uint8_t *f, size_t off, size_t end, int depth, sx_verdict *
 }
 
 /* IPv4 or IPv6 header at off; end bounds the packet. */
-static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth, sx_verdict *v)
+SX_ALWAYS_INLINE void l3_body(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
+                              sx_verdict *v)
 {
     const uint8_t *p = f + off;
     size_t n = end - off;
@@ -397,7 +433,7 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
         }
         if (fo & 0x2000)
             v->flags |= SX_F_FRAG_FIRST;
-        l4(f, off + ihl, end, depth, v);
+        l4_body(f, off + ihl, end, depth, v);
         return;
     }
     /* IPv6 */
@@ -448,7 +484,12 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
         q += hl;
     }
     v->proto = (int16_t)nh;
-    l4(f, q, end, depth, v);
+    l4_body(f, q, end, depth, v);
+}
+
+static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth, sx_verdict *v)
+{
+    l3_body(f, off, end, et, depth, v);
 }
 
 /* ------------------------------------------------------------------ entry point */
@@ -456,15 +497,15 @@ static void l3(const uint8_t *f, size_t off, size_t end, uint16_t et, int depth,
 void sx_cache_init(sx_cache4 *c)
 {
     for (size_t i = 0; i < SX_CACHE_SLOTS; i++) {
-        c->addr[i] = 0;
-        c->val[i] = -2;
+        c->slot[i].addr = 0;
+        c->slot[i].val = -2;
     }
 }
 
 static inline int trusted_as(const sx_cfg *cfg, int32_t m, unsigned kind, int proto16,
                              uint16_t sport);
 
-static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
+static inline void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
 {
     if (!cfg || !cfg->table || v->ipver == 0 || ((v->flags & SX_F_BAD) && v->proto < 0))
         return;
@@ -472,13 +513,13 @@ static void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
     if (v->ipver == 4) {
         uint32_t a = be32(v->src);
         if (cache) {
-            size_t slot = (size_t)((a * 2654435761u) >> 24) & (SX_CACHE_SLOTS - 1);
-            if (cache->val[slot] != -2 && cache->addr[slot] == a) {
-                m = cache->val[slot];
+            size_t slot = (size_t)((a * 2654435761u) >> 22) & (SX_CACHE_SLOTS - 1);
+            if (cache->slot[slot].val != -2 && cache->slot[slot].addr == a) {
+                m = cache->slot[slot].val;
             } else {
                 m = sx_pt_lookup4(cfg->table, a);
-                cache->addr[slot] = a;
-                cache->val[slot] = m;
+                cache->slot[slot].addr = a;
+                cache->slot[slot].val = m;
             }
         } else {
             m = sx_pt_lookup4(cfg->table, a);
@@ -534,6 +575,12 @@ void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, s
     v->match = -1;
     size_t off;
     uint16_t et;
+    if (linktype == SX_LT_ETHERNET && len >= 14 && be16(f + 12) == 0x0800) {
+        /* the common case first: Ethernet, IPv4, no VLAN tag */
+        off = 14;
+        et = 0x0800;
+        goto ip;
+    }
     switch (linktype) {
     case SX_LT_ETHERNET:
         if (len < 14)
@@ -593,7 +640,8 @@ void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *f, s
         v->flags = SX_F_NOT_IP;
         return;
     }
-    l3(f, off, len, et, 0, v);
+ip:
+    l3_body(f, off, len, et, 0, v);
     trust(cfg, cache, v);
     return;
 bad_link:

@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 static inline uint16_t be16(const uint8_t *p)
 {
@@ -24,14 +27,49 @@ static uint64_t pow2_at_least(uint64_t n)
     return p;
 }
 
+/* A zeroed table of n entries. On Linux one of 2 MiB or more is mapped and
+ * asks for transparent huge pages: a flow table's entries are reached at
+ * random, and with 4 KiB pages nearly every lookup of a large table missed the
+ * TLB (the default 65536 flows take 7 MiB). *mapped: bytes to munmap, or 0
+ * when it came from calloc. */
+static void *table_alloc(uint64_t n, size_t size, size_t *mapped)
+{
+    *mapped = 0;
+    if (n > SIZE_MAX / size)
+        return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    size_t bytes = (size_t)n * size;
+    if (bytes >= ((size_t)2 << 20)) {
+        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        (void)madvise(m, bytes, MADV_HUGEPAGE); /* a hint; 4 KiB pages work too */
+        *mapped = bytes;
+        return m;
+    }
+#endif
+    return calloc((size_t)n, size);
+}
+
+static void table_free(void *p, size_t mapped)
+{
+#ifdef __linux__
+    if (p && mapped) {
+        munmap(p, mapped);
+        return;
+    }
+#endif
+    free(p);
+}
+
 int sx_flows_init(sx_flows *t, uint64_t max_flows, uint64_t max_anns, uint64_t window)
 {
     memset(t, 0, sizeof *t);
     uint64_t nf = pow2_at_least(max_flows), na = pow2_at_least(max_anns);
     t->nsets = (uint32_t)(nf / SX_FLOW_WAYS);
     t->ann_nsets = (uint32_t)(na / SX_FLOW_WAYS);
-    t->flows = calloc((size_t)nf, sizeof *t->flows);
-    t->anns = calloc((size_t)na, sizeof *t->anns);
+    t->flows = table_alloc(nf, sizeof *t->flows, &t->flows_mapped);
+    t->anns = table_alloc(na, sizeof *t->anns, &t->anns_mapped);
     t->window = window ? window : 1;
     if (!t->flows || !t->anns) {
         sx_flows_free(t);
@@ -42,10 +80,11 @@ int sx_flows_init(sx_flows *t, uint64_t max_flows, uint64_t max_anns, uint64_t w
 
 void sx_flows_free(sx_flows *t)
 {
-    free(t->flows);
-    free(t->anns);
+    table_free(t->flows, t->flows_mapped);
+    table_free(t->anns, t->anns_mapped);
     t->flows = NULL;
     t->anns = NULL;
+    t->flows_mapped = t->anns_mapped = 0;
 }
 
 /* FNV-1a over 32-bit words, then a finaliser (the twin computes the same) */
@@ -102,26 +141,30 @@ static sx_flow *flow_get(sx_flows *t, const sx_verdict *v)
     h = haddr(h, v->ipver, v->dst);
     h = hfin(h);
     sx_flow *set = t->flows + (size_t)(h & (t->nsets - 1)) * SX_FLOW_WAYS;
-    size_t al = alen(v->ipver);
-    sx_flow *victim = NULL;
+    /* the hit first: a way never used has ipver 0 and matches no key (ipver is 4 or 6) */
     for (unsigned i = 0; i < SX_FLOW_WAYS; i++) {
         sx_flow *e = &set[i];
-        if (!e->used) {
-            if (!victim || victim->used)
-                victim = e;
-            continue;
-        }
         if (e->sport == v->sport && e->dport == v->dport && e->ipver == v->ipver
             && e->proto == (uint8_t)v->proto && addr_eq(v->ipver, e->src, v->src)
             && addr_eq(v->ipver, e->dst, v->dst)) {
             e->last = t->frame;
             return e;
         }
-        if (!victim || (victim->used && e->last < victim->last))
+    }
+    /* a miss: the first free way, else the way seen least recently (lowest index on a tie) */
+    sx_flow *victim = NULL;
+    for (unsigned i = 0; i < SX_FLOW_WAYS; i++) {
+        sx_flow *e = &set[i];
+        if (!e->used) {
+            victim = e;
+            break;
+        }
+        if (!victim || e->last < victim->last)
             victim = e;
     }
     if (victim->used)
         t->evicted++;
+    size_t al = alen(v->ipver);
     memset(victim, 0, sizeof *victim);
     victim->used = 1;
     victim->ipver = v->ipver;
@@ -571,6 +614,7 @@ static void rtp_progress(const sx_cfg *cfg, sx_flows *t, sx_flow *fl, const uint
     uint32_t ssrc = be32(p + 8), ts = be32(p + 4);
     uint16_t seq = be16(p + 2);
     uint8_t kind = SX_K_OTHER;
+    int slot = -1; /* this frame's place among the pending ones */
     if (fl->rtp_state == SX_R_CONFIRMED) {
         kind = SX_K_RTP;
     } else if (fl->rtp_state == SX_R_CAND && ssrc == fl->ssrc
@@ -578,23 +622,29 @@ static void rtp_progress(const sx_cfg *cfg, sx_flows *t, sx_flow *fl, const uint
                && (uint32_t)(ts - fl->ts) < 0x80000000u) {
         if (fl->npend + 1u >= SX_RTP_CONFIRM) {
             for (unsigned i = 0; i < fl->npend; i++)
-                if (t->frame - fl->pend[i] < t->window)
-                    r->frame[r->n++] = fl->pend[i];
+                if (t->frame - fl->pend[i] < t->window) {
+                    r->frame[r->n] = fl->pend[i];
+                    r->code[r->n++] = fl->pend_code[i];
+                }
             fl->npend = 0;
             fl->rtp_state = SX_R_CONFIRMED;
             kind = SX_K_RTP;
         } else {
-            fl->pend[fl->npend++] = t->frame;
+            slot = fl->npend++;
+            fl->pend[slot] = t->frame;
         }
     } else {
         fl->rtp_state = SX_R_CAND;
         fl->npend = 1;
+        slot = 0;
         fl->pend[0] = t->frame;
     }
     fl->ssrc = ssrc;
     fl->seq = seq;
     fl->ts = ts;
     set_kind(cfg, v, kind);
+    if (slot >= 0) /* nothing changes the verdict after this */
+        fl->pend_code[slot] = sx_code(v);
 }
 
 static int is_megaco(const uint8_t *p, size_t n)

@@ -39,6 +39,7 @@ typedef struct {
     uint16_t seq;
     uint32_t ssrc, ts;
     uint64_t pend[SX_RTP_CONFIRM - 1]; /* frames waiting to be re-labelled rtp */
+    uint32_t pend_code[SX_RTP_CONFIRM - 1]; /* and their codes */
     /* TCP and SCTP */
     uint8_t tcp_have, sctp_pending;
     uint32_t tcp_end; /* sequence number after the newest byte seen */
@@ -60,12 +61,15 @@ typedef struct {
     uint64_t epoch;   /* bumped on every announcement */
     uint64_t window;  /* a frame is re-labelled only while fewer frames than this followed it */
     uint64_t evicted; /* flows evicted so far */
+    size_t flows_mapped, anns_mapped; /* bytes mapped (0: allocated with calloc) */
 } sx_flows;
 
-/* frames (by number, 0-based) that the current frame confirmed as RTP */
+/* frames (by number, 0-based) that the current frame confirmed as RTP, and
+ * the codes they were given (so a run that only counts can move them) */
 typedef struct {
     uint32_t n;
     uint64_t frame[SX_RTP_CONFIRM - 1];
+    uint32_t code[SX_RTP_CONFIRM - 1];
 } sx_relabel;
 
 /* max_flows, max_anns: rounded up to a power of two >= 4; window >= 1.

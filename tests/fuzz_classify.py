@@ -49,6 +49,14 @@ def _outcome(clf, data, flows=False, limits=(65536, 16384, 65536)):
         return ("err", str(e))
 
 
+def _counts(clf, data, flows, limits, frames):
+    try:
+        r = clf.classify_buffer(data, frames=frames, flows=flows, limits=limits)
+        return ("ok", r.frames, sorted(r.counts.items()))
+    except CaptureError as e:
+        return ("err", str(e))
+
+
 def test_one(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     mode = fdp.ConsumeIntInRange(0, 5)
@@ -59,6 +67,10 @@ def test_one(data: bytes) -> None:
         a, b = _outcome(NAT, img, True, limits), _outcome(PY, img, True, limits)
         if a != b:
             raise AssertionError(f"flow outcome differs: native {a} python {b}: {img.hex()}")
+        # a native run that only counts (no window of codes) counts as the twin with codes
+        a, b = _counts(NAT, img, True, limits, False), _counts(PY, img, True, limits, True)
+        if a != b:
+            raise AssertionError(f"flow counts differ: native {a} python {b}: {img.hex()}")
         return
     if mode == 5:  # a flow session fed frames one by one
         limits = (fdp.ConsumeIntInRange(1, 16), fdp.ConsumeIntInRange(1, 8),

@@ -122,6 +122,11 @@ def test_relabel_window(clf):
     assert kinds(clf, frames, flows=True, limits=lim) == ["other"] * 3 + ["rtp"] * 2
     lim["window"] = 5
     assert kinds(clf, frames, flows=True, limits=lim) == ["rtp", "other", "other", "rtp", "rtp"]
+    # a run that only counts moves the re-labelled frame's count the same way
+    for window, n_rtp in ((4, 2), (5, 3)):
+        lim["window"] = window
+        rep = clf.classify_buffer(pcap_bytes(frames), flows=True, limits=lim)
+        assert rep.by_kind()["rtp"] == n_rtp and rep.by_kind()["other"] == 5 - n_rtp
 
 
 def test_flow_session_reports_relabelled(impl):
@@ -280,6 +285,10 @@ def test_flow_mode_native_equals_twin(frames, max_flows, max_anns, window):
     n = NAT.classify_buffer(data, frames=True, flows=True, limits=lim)
     assert list(p.codes) == list(n.codes)
     assert p.counts == n.counts
+    # runs that only count (native: no window of codes, re-labelled frames' counts moved)
+    for c in (PY, NAT):
+        only = c.classify_buffer(data, flows=True, limits=lim)
+        assert only.frames == p.frames and only.counts == p.counts
     sp, sn = PY.flow_session(lim), NAT.flow_session(lim)
     for f in frames:
         assert sp.classify(f)._astuple() == sn.classify(f)._astuple()
@@ -298,11 +307,18 @@ def test_flow_mode_mutated_captures(flips, which):
     data = bytearray(pcap_bytes(frames))
     for pos, val in flips:
         data[24 + pos % (len(data) - 24)] = val  # frames and record headers, not the file header
-    outs = []
+    outs, counts = [], []
     for c in (PY, NAT):
         try:
             r = c.classify_buffer(bytes(data), frames=True, flows=True, limits=(8, 8, 4))
             outs.append(list(r.codes))
+            counts.append(r.counts)
         except Exception as e:  # noqa: BLE001 - the same error from both
             outs.append((type(e).__name__, str(e)))
+            counts.append(outs[-1])
+        try:  # counting only: the same counts as with the codes
+            counts.append(c.classify_buffer(bytes(data), flows=True, limits=(8, 8, 4)).counts)
+        except Exception as e:  # noqa: BLE001
+            counts.append((type(e).__name__, str(e)))
     assert outs[0] == outs[1]
+    assert counts[0] == counts[1] == counts[2] == counts[3]

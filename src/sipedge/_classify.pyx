@@ -100,8 +100,6 @@ cdef extern from "capture.h":
                               uint64_t *counts, uint32_t *out, size_t out_cap, size_t *nout) nogil
     int sx_cap_classify(const sx_cfg *cfg, sx_capture *c, uint64_t max_frames, uint64_t *counts,
                         uint32_t **codes, size_t *codes_cap) nogil
-    int sx_map_file(const char *path, const uint8_t **base, size_t *length) nogil
-    void sx_unmap_file(const uint8_t *base, size_t length) nogil
 
 
 cdef tuple _KINDS = KINDS
@@ -360,6 +358,8 @@ cdef class Classifier:
                         codes_out.extend(out)
                     if r == -1:
                         raise capture_error(source, cap.err.decode(), cap.err_off, cap.err_val)
+                    if r == -3:  # codes asked of a counting run: cannot happen from here
+                        raise RuntimeError("sx_cap_classify_flows: codes asked of a counting run")
                     if r == 0:
                         break
                     if progress is not None and nout == 0:
