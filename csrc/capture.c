@@ -191,6 +191,18 @@ void sx_cap_close(sx_capture *c)
     c->len = c->off = 0;
 }
 
+/* hand out the pcap record at p (its header and incl bytes wholly held) and
+ * step past it */
+static inline void pcap_take(sx_capture *c, sx_frame *f, const uint8_t *p, uint32_t incl)
+{
+    f->data = p + 16;
+    f->caplen = incl;
+    f->origlen = rd32(c, p + 12);
+    f->linktype = c->linktype;
+    f->iface = 0;
+    c->off += 16 + (size_t)incl;
+}
+
 static int pcap_next_slow(sx_capture *c, sx_frame *f)
 {
     int e = ensure(c, 16);
@@ -209,13 +221,7 @@ static int pcap_next_slow(sx_capture *c, sx_frame *f)
     if (!e)
         return fail(c, "truncated pcap record (captured length past the end of the file)",
                     c->off + 8, incl);
-    const uint8_t *p = c->base + c->off;
-    f->data = p + 16;
-    f->caplen = incl;
-    f->origlen = rd32(c, p + 12);
-    f->linktype = c->linktype;
-    f->iface = 0;
-    c->off += 16 + (size_t)incl;
+    pcap_take(c, f, c->base + c->off, incl);
     return 1;
 }
 
@@ -227,12 +233,7 @@ static inline int pcap_next(sx_capture *c, sx_frame *f)
         const uint8_t *p = c->base + c->off;
         uint32_t incl = rd32(c, p + 8);
         if (incl <= SX_CAP_MAX_FRAME && incl <= avail - 16) {
-            f->data = p + 16;
-            f->caplen = incl;
-            f->origlen = rd32(c, p + 12);
-            f->linktype = c->linktype;
-            f->iface = 0;
-            c->off += 16 + (size_t)incl;
+            pcap_take(c, f, p, incl);
             return 1;
         }
     }
@@ -357,12 +358,7 @@ static inline int cap_next(sx_capture *c, sx_frame *f)
                     __builtin_prefetch(c->base + c->pf, 0, 0);
                     c->pf += CACHE_LINE;
                 }
-                f->data = p + 16;
-                f->caplen = incl;
-                f->origlen = rd32(c, p + 12);
-                f->linktype = c->linktype;
-                f->iface = 0;
-                c->off += 16 + (size_t)incl;
+                pcap_take(c, f, p, incl);
                 c->frames++;
                 return 1;
             }
