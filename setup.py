@@ -46,7 +46,10 @@ ext_modules = []
 if not NO_EXTENSIONS:
     from Cython.Build import cythonize
 
+    # obj_deps "": every object is rebuilt when a header changes (setuptools'
+    # build_clib otherwise compares each object with its .c file only)
     libraries = [("sipedge_core", {"sources": csrc, "include_dirs": ["csrc"],
+                                   "obj_deps": {"": sorted(glob.glob("csrc/*.h"))},
                                    "cflags": opt + STRICT + WARNINGS_AS_ERRORS})]
     pyx = sorted(glob.glob("src/sipedge/_*.pyx"))
     exts = [

@@ -1,5 +1,6 @@
 /* pcap / pcapng readers and the batch loop. See capture.h. */
 #include "capture.h"
+#include "flow_inline.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -511,7 +512,17 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
                 fr->at_end = 1;
                 continue;
             }
-            sx_flow_classify(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v, &rl);
+            uint32_t code;
+            if (sx_flow_fast(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &code,
+                             NULL)) {
+                count_code(cfg, counts, &mo, code);
+                fr->fed++;
+                fr->emitted++;
+                done++;
+                continue;
+            }
+            sx_flow_classify_general(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype,
+                                     &v, &rl);
             count_code(cfg, counts, &mo, sx_code(&v));
             for (uint32_t i = 0; i < rl.n; i++) {
                 counts[count_index_code(cfg, rl.code[i])]--;
@@ -564,7 +575,15 @@ int sx_cap_classify_flows(const sx_cfg *cfg, sx_capture *c, sx_flowrun *fr, uint
             fr->at_end = 1;
             continue;
         }
-        sx_flow_classify(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v, &rl);
+        uint32_t code;
+        if (sx_flow_fast(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &code, NULL)) {
+            ring[fr->fed & m] = code;
+            fr->fed++;
+            done++;
+            continue;
+        }
+        sx_flow_classify_general(cfg, &fr->cache, &fr->flows, f.data, f.caplen, f.linktype, &v,
+                                 &rl);
         ring[fr->fed & m] = sx_code(&v);
         for (uint32_t i = 0; i < rl.n; i++) {
             uint32_t *slot = &ring[rl.frame[i] & m];

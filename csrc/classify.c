@@ -513,14 +513,7 @@ static inline void trust(const sx_cfg *cfg, sx_cache4 *cache, sx_verdict *v)
     if (v->ipver == 4) {
         uint32_t a = be32(v->src);
         if (cache) {
-            size_t slot = (size_t)((a * 2654435761u) >> 22) & (SX_CACHE_SLOTS - 1);
-            if (cache->slot[slot].val != -2 && cache->slot[slot].addr == a) {
-                m = cache->slot[slot].val;
-            } else {
-                m = sx_pt_lookup4(cfg->table, a);
-                cache->slot[slot].addr = a;
-                cache->slot[slot].val = m;
-            }
+            m = sx_cache_lookup4(cfg->table, cache, a);
         } else {
             m = sx_pt_lookup4(cfg->table, a);
         }

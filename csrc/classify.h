@@ -99,6 +99,19 @@ typedef struct {
 } sx_cache4;
 
 void sx_cache_init(sx_cache4 *c);
+
+/* The allowlist value index of IPv4 source a (network byte order as a number),
+ * through the cache: what sx_pt_lookup4 says. */
+static inline int32_t sx_cache_lookup4(const sx_ptable *table, sx_cache4 *cache, uint32_t a)
+{
+    size_t slot = (size_t)((a * 2654435761u) >> 22) & (SX_CACHE_SLOTS - 1);
+    if (cache->slot[slot].val != -2 && cache->slot[slot].addr == a)
+        return cache->slot[slot].val;
+    int32_t m = sx_pt_lookup4(table, a);
+    cache->slot[slot].addr = a;
+    cache->slot[slot].val = m;
+    return m;
+}
 void sx_classify_cached(const sx_cfg *cfg, sx_cache4 *cache, const uint8_t *frame, size_t len,
                         uint32_t linktype, sx_verdict *v);
 

@@ -1,5 +1,5 @@
 /* Flow mode of the classifier. See flow.h; the twin is sipedge/_py/flow.py. */
-#include "flow.h"
+#include "flow_inline.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -87,70 +87,18 @@ void sx_flows_free(sx_flows *t)
     t->flows_mapped = t->anns_mapped = 0;
 }
 
-/* FNV-1a over 32-bit words, then a finaliser (the twin computes the same) */
-static inline uint32_t hmix(uint32_t h, uint32_t w)
-{
-    return (h ^ w) * 0x01000193u;
-}
-
-static inline uint32_t hfin(uint32_t h)
-{
-    h ^= h >> 15;
-    h *= 0x2C1B3C6Du;
-    h ^= h >> 12;
-    return h;
-}
-
-static inline uint32_t haddr(uint32_t h, uint8_t ipver, const uint8_t *a)
-{
-    h = hmix(h, be32(a));
-    if (ipver == 6) {
-        h = hmix(h, be32(a + 4));
-        h = hmix(h, be32(a + 8));
-        h = hmix(h, be32(a + 12));
-    }
-    return h;
-}
-
 static inline size_t alen(uint8_t ipver)
 {
     return ipver == 6 ? 16 : 4;
 }
 
-static inline uint32_t ld32(const uint8_t *p)
-{
-    uint32_t x;
-    memcpy(&x, p, 4);
-    return x;
-}
-
-static inline int addr_eq(uint8_t ipver, const uint8_t *a, const uint8_t *b)
-{
-    if (ipver != 6)
-        return ld32(a) == ld32(b);
-    return ld32(a) == ld32(b) && ld32(a + 4) == ld32(b + 4) && ld32(a + 8) == ld32(b + 8)
-           && ld32(a + 12) == ld32(b + 12);
-}
-
 static sx_flow *flow_get(sx_flows *t, const sx_verdict *v)
 {
-    uint32_t h = 0x811C9DC5u;
-    h = hmix(h, ((uint32_t)v->ipver << 8) | (uint8_t)v->proto);
-    h = hmix(h, ((uint32_t)v->sport << 16) | v->dport);
-    h = haddr(h, v->ipver, v->src);
-    h = haddr(h, v->ipver, v->dst);
-    h = hfin(h);
+    uint32_t h = sx_flow_hash(v->ipver, (uint8_t)v->proto, v->sport, v->dport, v->src, v->dst);
+    sx_flow *hit = sx_flow_find(t, h, v->ipver, (uint8_t)v->proto, v->sport, v->dport, v->src, v->dst);
+    if (hit)
+        return hit;
     sx_flow *set = t->flows + (size_t)(h & (t->nsets - 1)) * SX_FLOW_WAYS;
-    /* the hit first: a way never used has ipver 0 and matches no key (ipver is 4 or 6) */
-    for (unsigned i = 0; i < SX_FLOW_WAYS; i++) {
-        sx_flow *e = &set[i];
-        if (e->sport == v->sport && e->dport == v->dport && e->ipver == v->ipver
-            && e->proto == (uint8_t)v->proto && addr_eq(v->ipver, e->src, v->src)
-            && addr_eq(v->ipver, e->dst, v->dst)) {
-            e->last = t->frame;
-            return e;
-        }
-    }
     /* a miss: the first free way, else the way seen least recently (lowest index on a tie) */
     sx_flow *victim = NULL;
     for (unsigned i = 0; i < SX_FLOW_WAYS; i++) {
@@ -180,9 +128,9 @@ static sx_flow *flow_get(sx_flows *t, const sx_verdict *v)
 static sx_ann *ann_set(const sx_flows *t, uint8_t ipver, const uint8_t *addr, uint16_t port)
 {
     uint32_t h = 0x811C9DC5u;
-    h = hmix(h, ((uint32_t)ipver << 16) | port);
-    h = haddr(h, ipver, addr);
-    h = hfin(h);
+    h = sx_hmix(h, ((uint32_t)ipver << 16) | port);
+    h = sx_haddr(h, ipver, addr);
+    h = sx_hfin(h);
     return t->anns + (size_t)(h & (t->ann_nsets - 1)) * SX_FLOW_WAYS;
 }
 
@@ -191,7 +139,7 @@ static int ann_find(const sx_flows *t, uint8_t ipver, const uint8_t *addr, uint1
     sx_ann *set = ann_set(t, ipver, addr, port);
     for (unsigned i = 0; i < SX_FLOW_WAYS; i++) {
         sx_ann *e = &set[i];
-        if (e->used && e->port == port && e->ipver == ipver && addr_eq(ipver, e->addr, addr))
+        if (e->used && e->port == port && e->ipver == ipver && sx_addr_eq(ipver, e->addr, addr))
             return e->kind;
     }
     return SX_A_NONE;
@@ -227,16 +175,13 @@ static void announce(sx_flows *t, uint8_t ipver, const uint8_t *addr, uint16_t p
     victim->last = t->frame;
 }
 
-/* The announcement of a flow: its destination's, else its source's. */
-static uint8_t flow_ann(sx_flows *t, sx_flow *fl)
+uint8_t sx_flow_ann_refresh(sx_flows *t, sx_flow *fl)
 {
-    if (fl->ann_epoch != t->epoch) {
-        int k = ann_find(t, fl->ipver, fl->dst, fl->dport);
-        if (k == SX_A_NONE)
-            k = ann_find(t, fl->ipver, fl->src, fl->sport);
-        fl->ann = (uint8_t)k;
-        fl->ann_epoch = t->epoch;
-    }
+    int k = ann_find(t, fl->ipver, fl->dst, fl->dport);
+    if (k == SX_A_NONE)
+        k = ann_find(t, fl->ipver, fl->src, fl->sport);
+    fl->ann = (uint8_t)k;
+    fl->ann_epoch = t->epoch;
     return fl->ann;
 }
 
@@ -693,7 +638,7 @@ static void udp_flow(const sx_cfg *cfg, sx_flows *t, const uint8_t *f, sx_verdic
         return;
     }
     sx_flow *fl = flow_get(t, v);
-    switch (flow_ann(t, fl)) {
+    switch (sx_flow_ann(t, fl)) {
     case SX_A_UDPTL:
         set_kind(cfg, v, plen ? SX_K_UDPTL : SX_K_OTHER);
         return;
@@ -829,6 +774,17 @@ static void sctp_flow(const sx_cfg *cfg, sx_flows *t, const uint8_t *f, sx_verdi
 
 void sx_flow_classify(const sx_cfg *cfg, sx_cache4 *cache, sx_flows *t, const uint8_t *f,
                       size_t len, uint32_t linktype, sx_verdict *v, sx_relabel *r)
+{
+    uint32_t code;
+    r->n = 0;
+    if (sx_flow_fast(cfg, cache, t, f, len, linktype, &code, v))
+        return;
+    sx_flow_classify_general(cfg, cache, t, f, len, linktype, v, r);
+}
+
+void sx_flow_classify_general(const sx_cfg *cfg, sx_cache4 *cache, sx_flows *t,
+                              const uint8_t *f, size_t len, uint32_t linktype, sx_verdict *v,
+                              sx_relabel *r)
 {
     r->n = 0;
     sx_classify_cached(cfg, cache, f, len, linktype, v);
