@@ -1,7 +1,9 @@
 """Fuzz target (atheris): random frames and capture images through the native
 classifier and the Python twin, which must agree and never crash -- per frame,
-and in the flow mode (capture images with small flow tables and windows, and
-frame sequences fed one by one to a flow session).
+and in the flow mode (capture images with small flow tables and windows, frame
+sequences fed one by one to a flow session, and a call in progress -- SDP
+announcements, then RTP, RTCP and UDPTL on the announced flows, which the
+native flow mode decides from the flow first -- with bytes overwritten).
 
 Run for a bounded time, e.g.::
 
@@ -28,15 +30,20 @@ with atheris.instrument_imports():
 
 AL = None
 NAT = PY = None
+CALL = b""  # the capture image of a call in progress (mode 6)
 LINKTYPES = [1, 113, 276, 101, 228, 229, 0, 108, 147]
 
 
 def _setup():
-    global AL, NAT, PY
+    global AL, NAT, PY, CALL
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from classify_util import allowlist
+    from classify_util import GW, UAC, allowlist, pcap_bytes, rtcp_payload, rtp, t38_call, udp
 
     AL = allowlist()
+    frames = t38_call()
+    frames[2:2] = [udp(UAC, 20001, GW, 30001, rtcp_payload()),
+                   udp(GW, 30000, UAC, 20000, rtp(9, 1440, pt=0x88, body=4))]
+    CALL = pcap_bytes(frames)
     NAT = _impl.native("classify").Classifier(AL)
     PY = _impl.python("classify").Classifier(AL)
 
@@ -59,7 +66,18 @@ def _counts(clf, data, flows, limits, frames):
 
 def test_one(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 5)
+    mode = fdp.ConsumeIntInRange(0, 6)
+    if mode == 6:  # a call in progress with bytes overwritten, flow mode
+        limits = (fdp.ConsumeIntInRange(1, 64), fdp.ConsumeIntInRange(1, 16),
+                  fdp.ConsumeIntInRange(1, 32))
+        img = bytearray(CALL)
+        while fdp.remaining_bytes() >= 3:
+            img[24 + fdp.ConsumeIntInRange(0, len(img) - 25)] = fdp.ConsumeInt(1) & 0xFF
+        img = bytes(img)
+        a, b = _outcome(NAT, img, True, limits), _outcome(PY, img, True, limits)
+        if a != b:
+            raise AssertionError(f"flow outcome differs: native {a} python {b}: {img.hex()}")
+        return
     if mode == 4:  # flow mode over a capture image, small tables
         limits = (fdp.ConsumeIntInRange(1, 64), fdp.ConsumeIntInRange(1, 16),
                   fdp.ConsumeIntInRange(1, 32))

@@ -93,7 +93,7 @@ def test_progress_bar_draws_and_clears(capsys):
 
 
 def test_flow_mode_is_the_default(tmp_path):
-    from test_classify_flow import t38_call
+    from classify_util import t38_call
 
     p = tmp_path / "fax.pcap"
     p.write_bytes(pcap_bytes(t38_call()))

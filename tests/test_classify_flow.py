@@ -10,76 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sipedge import _impl
-from classify_util import allowlist, pcap_bytes, rtcp_payload
+from classify_util import (GW, INVITE, OK, UAC, _ip4, allowlist, pcap_bytes, rtcp_payload, rtp, sctp_data,
+                           sdp, sip, t38_call, tcp, udp)
 
 from conftest import IMPLEMENTATIONS, scaled
-
-MAC = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01"
-
-
-def _ip4(a: str) -> bytes:
-    return bytes(int(x) for x in a.split("."))
-
-
-def udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    u = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(u), 0, 0, 64, 17, 0, _ip4(src),
-                     _ip4(dst))
-    return MAC + b"\x08\x00" + ip + u
-
-
-def tcp(src: str, sport: int, dst: str, dport: int, seq: int, payload: bytes) -> bytes:
-    t = struct.pack(">HHIIBBHHH", sport, dport, seq, 0, 0x50, 0x18, 65535, 0, 0) + payload
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(t), 0, 0, 64, 6, 0, _ip4(src),
-                     _ip4(dst))
-    return MAC + b"\x08\x00" + ip + t
-
-
-def sctp_data(src: str, sport: int, dst: str, dport: int, flags: int, tsn: int,
-              payload: bytes) -> bytes:
-    chunk = struct.pack(">BBHIHHI", 0, flags, 16 + len(payload), tsn, 0, 0, 3) + payload
-    chunk += b"\0" * (-len(chunk) % 4)
-    s = struct.pack(">HHII", sport, dport, 0, 0) + chunk
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(s), 0, 0, 64, 132, 0, _ip4(src),
-                     _ip4(dst))
-    return MAC + b"\x08\x00" + ip + s
-
-
-def rtp(seq: int, ts: int = 0, ssrc: int = 0x1234, pt: int = 8, body: int = 40) -> bytes:
-    return struct.pack(">BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + b"\xd5" * body
-
-
-def sdp(addr: str, media: str) -> bytes:
-    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"{media}\r\n").encode()
-
-
-def sip(first: str, body: bytes = b"", extra: str = "") -> bytes:
-    head = (f"{first}\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-1\r\n"
-            f"Call-ID: t38@example.com\r\nCSeq: 1 INVITE\r\n{extra}"
-            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
-
-
-UAC, GW = "192.0.2.10", "198.51.100.5"
-INVITE = "INVITE sip:+15005550006@198.51.100.5 SIP/2.0"
-OK = "SIP/2.0 200 OK"
-
-
-def t38_call() -> list[bytes]:
-    """An audio call re-INVITEd to T.38: the UDPTL datagrams look like RTP."""
-    f = [udp(UAC, 5060, GW, 5060, sip(INVITE, sdp(UAC, "m=audio 20000 RTP/AVP 8"))),
-         udp(GW, 5060, UAC, 5060, sip(OK, sdp(GW, "m=audio 30000 RTP/AVP 8")))]
-    for i in range(5):
-        f.append(udp(UAC, 20000, GW, 30000, rtp(100 + i, 160 * i)))
-        f.append(udp(GW, 30000, UAC, 20000, rtp(500 + i, 160 * i, ssrc=0x99)))
-    f.append(udp(UAC, 5060, GW, 5060, sip(INVITE, sdp(UAC, "m=image 20000 udptl t38"))))
-    f.append(udp(GW, 5060, UAC, 5060, sip(OK, sdp(GW, "m=image 30000 udptl t38"))))
-    for i in range(6):  # UDPTL: sequence number 0x8000 + i, then an IFP: bytes 0 and 1 look v2
-        f.append(udp(GW, 30000, UAC, 20000, struct.pack(">H", 0x8000 + i) + b"\x06\xc0\x01\x80"
-                     + bytes(range(12))))
-    return f
-
 
 @pytest.fixture
 def clf(impl):
