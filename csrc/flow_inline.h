@@ -70,9 +70,11 @@ static inline uint8_t sx_flow_ann(sx_flows *t, sx_flow *fl)
  * this did (a flow's LRU stamp, its cached announcement) the general path
  * does the same way for such a frame. SX_NO_FLOW_FAST turns it off (tests
  * compare the two builds). */
-static inline int sx_flow_fast(const sx_cfg *cfg, sx_cache4 *cache, sx_flows *t,
-                               const uint8_t *f, size_t len, uint32_t linktype, uint32_t *code,
-                               sx_verdict *v)
+__attribute__((always_inline)) static inline int sx_flow_fast(const sx_cfg *cfg,
+                                                             sx_cache4 *cache, sx_flows *t,
+                                                             const uint8_t *f, size_t len,
+                                                             uint32_t linktype, uint32_t *code,
+                                                             sx_verdict *v)
 {
 #ifdef SX_NO_FLOW_FAST
     (void)cfg, (void)cache, (void)t, (void)f, (void)len, (void)linktype, (void)code, (void)v;
