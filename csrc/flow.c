@@ -7,16 +7,6 @@
 #include <sys/mman.h>
 #endif
 
-static inline uint16_t be16(const uint8_t *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline uint32_t be32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
 /* ------------------------------------------------------------------ tables */
 
 static uint64_t pow2_at_least(uint64_t n)
@@ -95,7 +85,8 @@ static inline size_t alen(uint8_t ipver)
 static sx_flow *flow_get(sx_flows *t, const sx_verdict *v)
 {
     uint32_t h = sx_flow_hash(v->ipver, (uint8_t)v->proto, v->sport, v->dport, v->src, v->dst);
-    sx_flow *hit = sx_flow_find(t, h, v->ipver, (uint8_t)v->proto, v->sport, v->dport, v->src, v->dst);
+    sx_flow *hit =
+        sx_flow_find(t, h, v->ipver, (uint8_t)v->proto, v->sport, v->dport, v->src, v->dst);
     if (hit)
         return hit;
     sx_flow *set = t->flows + (size_t)(h & (t->nsets - 1)) * SX_FLOW_WAYS;
@@ -530,7 +521,7 @@ int sx_is_rtcp_strict(const uint8_t *p, size_t len)
     while (q < len) {
         if (len - q < 4 || (p[q] >> 6) != 2 || p[q + 1] < 192 || p[q + 1] > 213)
             return 0;
-        size_t plen = ((size_t)be16(p + q + 2) + 1) * 4;
+        size_t plen = ((size_t)sx_be16(p + q + 2) + 1) * 4;
         if (plen > len - q)
             return 0;
         q += plen;
@@ -556,8 +547,8 @@ uint32_t sx_relabel_code(const sx_cfg *cfg, uint32_t code, uint16_t sport)
 static void rtp_progress(const sx_cfg *cfg, sx_flows *t, sx_flow *fl, const uint8_t *p,
                          sx_verdict *v, sx_relabel *r)
 {
-    uint32_t ssrc = be32(p + 8), ts = be32(p + 4);
-    uint16_t seq = be16(p + 2);
+    uint32_t ssrc = sx_be32(p + 8), ts = sx_be32(p + 4);
+    uint16_t seq = sx_be16(p + 2);
     uint8_t kind = SX_K_OTHER;
     int slot = -1; /* this frame's place among the pending ones */
     if (fl->rtp_state == SX_R_CONFIRMED) {
@@ -614,7 +605,7 @@ static void udp_flow(const sx_cfg *cfg, sx_flows *t, const uint8_t *f, sx_verdic
 {
     const uint8_t *u = f + v->l4off;
     size_t n = v->l4end - v->l4off;
-    size_t ulen = be16(u + 4), plen = n - 8;
+    size_t ulen = sx_be16(u + 4), plen = n - 8;
     if (ulen >= 8 && ulen - 8 < plen)
         plen = ulen - 8;
     const uint8_t *p = u + 8;
@@ -675,12 +666,12 @@ static size_t ws_len(const uint8_t *p, size_t n)
     if (plen == 126) {
         if (n < 4)
             return 0;
-        plen = be16(p + 2);
+        plen = sx_be16(p + 2);
         h = 4;
     } else if (plen == 127) {
         if (n < 10)
             return 0;
-        uint64_t l64 = ((uint64_t)be32(p + 2) << 32) | be32(p + 6);
+        uint64_t l64 = ((uint64_t)sx_be32(p + 2) << 32) | sx_be32(p + 6);
         plen = l64 > 0xFFFFFFFFu ? 0xFFFFFFFFu : (size_t)l64;
         h = 10;
     }
@@ -698,7 +689,7 @@ static void tcp_flow(const sx_cfg *cfg, sx_flows *t, const uint8_t *f, sx_verdic
     const uint8_t *p = s + doff;
     if (plen == 0)
         return;
-    uint32_t seq = be32(s + 4);
+    uint32_t seq = sx_be32(s + 4);
     uint32_t end = seq + (uint32_t)plen;
     sx_flow *fl = flow_get(t, v);
     if (fl->tcp_have && (int32_t)(end - fl->tcp_end) <= 0) { /* nothing new: a retransmission */
@@ -744,7 +735,7 @@ static void sctp_flow(const sx_cfg *cfg, sx_flows *t, const uint8_t *f, sx_verdi
     size_t n = v->l4end - v->l4off;
     size_t q = 12;
     while (n - q >= 4) {
-        size_t clen = be16(p + q + 2);
+        size_t clen = sx_be16(p + q + 2);
         if (clen < 4 || clen > n - q)
             return;
         if (p[q] == 0)

@@ -14,7 +14,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "classify.h"
 
@@ -72,55 +71,6 @@ typedef struct {
     uint64_t frame[SX_RTP_CONFIRM - 1];
     uint32_t code[SX_RTP_CONFIRM - 1];
 } sx_relabel;
-
-/* FNV-1a over 32-bit words, then a finaliser (the twin computes the same) */
-static inline uint32_t sx_hmix(uint32_t h, uint32_t w)
-{
-    return (h ^ w) * 0x01000193u;
-}
-
-static inline uint32_t sx_hfin(uint32_t h)
-{
-    h ^= h >> 15;
-    h *= 0x2C1B3C6Du;
-    h ^= h >> 12;
-    return h;
-}
-
-static inline uint32_t sx_ld32(const uint8_t *p)
-{
-    uint32_t x;
-    memcpy(&x, p, 4);
-    return x;
-}
-
-static inline uint32_t sx_be32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline uint32_t sx_haddr(uint32_t h, uint8_t ipver, const uint8_t *a)
-{
-    h = sx_hmix(h, sx_be32(a));
-    if (ipver == 6) {
-        h = sx_hmix(h, sx_be32(a + 4));
-        h = sx_hmix(h, sx_be32(a + 8));
-        h = sx_hmix(h, sx_be32(a + 12));
-    }
-    return h;
-}
-
-/* The hash of a flow key (addresses: 4 bytes for IPv4, 16 for IPv6). */
-static inline uint32_t sx_flow_hash(uint8_t ipver, uint8_t proto, uint16_t sport, uint16_t dport,
-                                    const uint8_t *src, const uint8_t *dst)
-{
-    uint32_t h = 0x811C9DC5u;
-    h = sx_hmix(h, ((uint32_t)ipver << 8) | proto);
-    h = sx_hmix(h, ((uint32_t)sport << 16) | dport);
-    h = sx_haddr(h, ipver, src);
-    h = sx_haddr(h, ipver, dst);
-    return sx_hfin(h);
-}
 
 /* max_flows, max_anns: rounded up to a power of two >= 4; window >= 1.
  * 0 ok, -1 out of memory. */
